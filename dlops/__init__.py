@@ -1,0 +1,1 @@
+"""dlops: serve an ONNX image classifier with BentoML."""
