@@ -1,0 +1,47 @@
+"""Every setting of the service, read from the environment in one place.
+
+Each variable has a default that suits the reference model on a small machine; a malformed value
+stops start-up with a message naming the variable, instead of surfacing later as a 500.
+"""
+
+from __future__ import annotations
+
+import os
+
+MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model store entry
+DEFAULT_MODEL_NAME = "binary_classifier_3"
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_LABELS = ("no 3", "3")  # (below threshold, above threshold), the seed app's answers
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(
+            f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}"
+        ) from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} must be greater than 0 (default {default})")
+    return value
+
+
+# Which model the service loads from the BentoML model store (`python import_model.py --name`).
+MODEL_NAME = os.environ.get("DLOPS_MODEL_NAME", DEFAULT_MODEL_NAME).strip() or DEFAULT_MODEL_NAME
+MODEL_TAG = f"{MODEL_NAME}:latest"
+
+# Uploads larger than this are refused with 413 before the rest of the body is read.
+MAX_BODY_BYTES = _positive_int("DLOPS_MAX_BODY_BYTES", 10 * 1024 * 1024)
+# Decoded images with more pixels than this are refused with 413 (decompression bombs).
+MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
+# Heroku's router gives up after 30 s; answering (with an error) before that keeps the
+# client's error ours and readable instead of the router's H12 page.
+REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
+# One worker per process tree: the model takes ~50 µs an image, so a second worker mostly adds
+# memory (~130 MiB) on a small dyno. Raise it on machines with more cores.
+WORKERS = _positive_int("DLOPS_WORKERS", 1)
+# How long a request that arrives while the model is still loading waits for it before a 503.
+MODEL_WAIT_SECONDS = min(10, REQUEST_TIMEOUT_SECONDS / 2)

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real `bentoml serve` on a free port, fed from a throwaway model store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MODEL = ROOT / "models" / "binary_classifier_3.onnx"
+BENTOML = Path(sys.executable).parent / "bentoml"
+STARTUP_SECONDS = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def bentoml_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a BentoML command: ``home`` as its store, no usage analytics."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DLOPS_")}
+    env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", **extra)
+    return env
+
+
+def run_import(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "import_model.py"), *args],
+        cwd=ROOT,
+        env=bentoml_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Server:
+    """A `bentoml serve` process tree started the way the README tells users to start it."""
+
+    def __init__(self, home: Path, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=bentoml_env(home, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"bentoml serve was not ready within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding the committed model, imported with the real CLI."""
+    home = tmp_path_factory.mktemp("bentoml_home")
+    result = run_import(home, str(MODEL))
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+@pytest.fixture(scope="session")
+def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(model_home, tmp_path_factory.mktemp("server") / "serve.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as session:
+        yield session
