@@ -1,0 +1,268 @@
+"""The HTTP contract, against a real `bentoml serve` over real sockets."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import FIXTURES, Server
+
+DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
+VARIANTS = sorted((FIXTURES / "variants").iterdir())
+ONE_THREE = next(path for path in DIGITS if "digit3" in path.name)
+
+
+def expected_label(path: Path) -> str:
+    return "3" if "digit3" in path.name else "no 3"
+
+
+def post_file(client: httpx.Client, content: bytes, name: str = "digit.png") -> httpx.Response:
+    return client.post("/predict", files={"file": (name, content, "application/octet-stream")})
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict)
+    assert list(body) == ["error"]
+    assert isinstance(body["error"], str)
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+    return body["error"]
+
+
+def tiny_png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header and a few compressed rows: kilobytes on disk, gigapixels decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    rows = zlib.compress(b"\x00" * ((width + 7) // 8 + 1) * 64, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+# -- the seed's contract -------------------------------------------------------------------------
+
+
+def test_seed_contract_multipart_file_field(client: httpx.Client) -> None:
+    response = post_file(client, ONE_THREE.read_bytes(), ONE_THREE.name)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"proba", "label"}
+    assert isinstance(body["proba"], float)
+    assert 0.5 < body["proba"] <= 1.0
+    assert body["label"] == "3"
+
+
+@pytest.mark.parametrize("path", DIGITS, ids=lambda p: p.name)
+def test_held_out_digits(client: httpx.Client, path: Path) -> None:
+    response = post_file(client, path.read_bytes(), path.name)
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == expected_label(path)
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=lambda p: p.name)
+def test_real_world_variants(client: httpx.Client, path: Path) -> None:
+    response = post_file(client, path.read_bytes(), path.name)
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == expected_label(path)
+
+
+def test_raw_body_gives_the_multipart_answer(client: httpx.Client) -> None:
+    content = ONE_THREE.read_bytes()
+    raw = client.post("/predict", content=content, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == post_file(client, content).json()
+
+
+def test_answers_are_deterministic(client: httpx.Client) -> None:
+    answers = {json.dumps(post_file(client, ONE_THREE.read_bytes()).json()) for _ in range(5)}
+    assert len(answers) == 1
+
+
+# -- bad input: a 4xx JSON object that says what was wrong and what is expected ------------------
+
+
+def test_not_an_image(client: httpx.Client) -> None:
+    assert_error(post_file(client, b"hello, I am a text file\n", "notes.txt"), 400, "image")
+
+
+def test_empty_file(client: httpx.Client) -> None:
+    assert_error(post_file(client, b"", "empty.png"), 400, "image")
+
+
+def test_truncated_png(client: httpx.Client) -> None:
+    content = (
+        (FIXTURES / "variants")
+        .joinpath(next(p.name for p in VARIANTS if p.suffix == ".png"))
+        .read_bytes()
+    )
+    assert_error(post_file(client, content[: len(content) // 2]), 400)
+
+
+def test_wrong_field_name(client: httpx.Client) -> None:
+    response = client.post("/predict", files={"image": ("d.png", ONE_THREE.read_bytes())})
+    assert_error(response, 400, "'file'", "'image'")
+
+
+def test_no_fields(client: httpx.Client) -> None:
+    response = client.post(
+        "/predict",
+        content=b"--xyz--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert_error(response, 400, "'file'")
+
+
+def test_text_field_instead_of_file(client: httpx.Client) -> None:
+    response = client.post("/predict", data={"file": "digit.png"})
+    assert response.status_code in (400, 415)
+    assert_error(response, response.status_code, "file")
+
+
+def test_text_field_in_multipart(client: httpx.Client) -> None:
+    response = client.post("/predict", data={"file": "digit.png"}, files={"other": ("x.bin", b"x")})
+    assert_error(response, 400, "-F file=@digit.png")
+
+
+def test_url_in_file_field_is_not_fetched(client: httpx.Client) -> None:
+    # Stock BentoML downloads a URL given as a file field's value (a server-side request).
+    response = client.post(
+        "/predict", data={"file": "http://127.0.0.1:9/x.png"}, files={"other": ("x", b"x")}
+    )
+    assert_error(response, 400)
+
+
+def test_json_body_is_unsupported_media_type(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"file": "digit.png"})
+    assert_error(response, 415, "multipart/form-data", "'file'")
+
+
+def test_malformed_multipart(client: httpx.Client) -> None:
+    response = client.post(
+        "/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert_error(response, 400, "multipart")
+
+
+def test_body_over_the_cap(client: httpx.Client) -> None:
+    response = post_file(client, b"\0" * (10 * 1024 * 1024 + 1))
+    assert_error(response, 413, "limit")
+
+
+def test_chunked_body_over_the_cap(client: httpx.Client) -> None:
+    def chunks():
+        for _ in range(12):
+            yield b"\0" * (1024 * 1024)
+
+    response = client.post("/predict", content=chunks(), headers={"Content-Type": "image/png"})
+    assert_error(response, 413, "limit")
+
+
+def test_oversized_upload_is_refused_before_it_is_read(server: Server) -> None:
+    """Declared 1 GB, 10 bytes sent: the answer comes at once, not after a gigabyte."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000000000\r\n\r\n0123456789"
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += connection.recv(65536)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+        while len(body) < length:
+            body += connection.recv(65536)
+    assert b" 413 " in head.split(b"\r\n")[0]
+    assert "limit" in json.loads(body)["error"]
+
+
+def test_decompression_bomb(client: httpx.Client) -> None:
+    bomb = tiny_png_declaring(30_000, 30_000)
+    assert len(bomb) < 10_000
+    assert_error(post_file(client, bomb, "bomb.png"), 413, "pixels")
+
+
+@pytest.mark.parametrize("colour", [0, 255])
+def test_blank_image_has_no_ink(client: httpx.Client, colour: int) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), colour).save(buffer, "PNG")
+    assert_error(post_file(client, buffer.getvalue()), 422, "ink")
+
+
+def test_get_is_method_not_allowed(client: httpx.Client) -> None:
+    assert_error(client.get("/predict"), 405, "POST", "'file'")
+
+
+def test_unknown_path_is_json_404(client: httpx.Client) -> None:
+    assert_error(client.post("/nope"), 404, "/predict")
+
+
+def test_server_still_answers_after_bad_input(client: httpx.Client) -> None:
+    for content in (b"", b"junk", tiny_png_declaring(30_000, 30_000)):
+        post_file(client, content)
+    response = post_file(client, ONE_THREE.read_bytes())
+    assert response.status_code == 200
+    assert response.json()["label"] == "3"
+
+
+def test_client_errors_are_not_logged_as_server_errors(
+    server: Server, client: httpx.Client
+) -> None:
+    post_file(client, b"not an image at all", "notes.txt")
+    time.sleep(0.5)
+    log = server.log()
+    assert "Traceback" not in log
+    assert "client error 400" in log
+
+
+# -- the rest of the surface ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_health(client: httpx.Client, path: str) -> None:
+    assert client.get(path).status_code == 200
+
+
+def test_metrics(client: httpx.Client) -> None:
+    post_file(client, ONE_THREE.read_bytes())
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert "bentoml_service_request_total" in response.text
+    assert 'endpoint="/predict"' in response.text
+
+
+def test_swagger_ui_and_schema(client: httpx.Client) -> None:
+    assert "html" in client.get("/").headers["content-type"]
+    schema = client.get("/docs.json").json()
+    request_body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in request_body
+    properties = request_body["multipart/form-data"]["schema"]
+    assert "file" in json.dumps(properties)
+
+
+def test_bentoml_python_client(server: Server) -> None:
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    with bentoml.SyncHTTPClient(server.url) as client:
+        assert client.predict(file=ONE_THREE)["label"] == "3"
+        assert client.predict(file=Image.open(ONE_THREE)) == client.predict(file=ONE_THREE)
+        with pytest.raises(BentoMLException, match="not an image"):
+            client.predict(file=Path(__file__))

@@ -1,0 +1,99 @@
+"""Start-up: the server answers health probes while the model loads, and loses no request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import onnx
+from onnx import TensorProto, helper
+
+from tests.conftest import FIXTURES, Server, run_import
+
+SIDE = 3000  # a 3000x3000 float matrix; each product below costs ~54 GFLOP
+PRODUCTS = 6
+
+
+def save_slow_model(path: Path) -> None:
+    """A model with the served signature whose every inference (the warm-up too) takes seconds.
+
+    The matrix depends on the input, so onnxruntime cannot fold the work away at load time.
+    """
+    nodes = [
+        helper.make_node("Cast", ["input"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels"], ["mean"], keepdims=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["side"],
+            ["ones"],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0001]),
+        ),
+        helper.make_node("Add", ["ones", "mean"], ["m0"]),
+    ]
+    for step in range(PRODUCTS):
+        nodes.append(helper.make_node("MatMul", [f"m{step}", "m0"], [f"m{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"m{PRODUCTS}"], ["busy"], keepdims=0),
+        helper.make_node("ReduceMean", ["pixels"], ["per_image"], axes=[1, 2], keepdims=0),
+        helper.make_node("Unsqueeze", ["per_image", "axis"], ["column"]),
+        helper.make_node("Mul", ["column", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "busy"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", 28, 28])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1])],
+        initializer=[
+            helper.make_tensor("side", TensorProto.INT64, [2], [SIDE, SIDE]),
+            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_readyz_is_503_while_the_model_loads_and_early_requests_wait(tmp_path: Path) -> None:
+    model = tmp_path / "slow.onnx"
+    save_slow_model(model)
+    home = tmp_path / "home"
+    imported = run_import(home, str(model))
+    assert imported.returncode == 0, imported.stderr
+    digit = next((FIXTURES / "digits").glob("*.png")).read_bytes()
+    server = Server(home, tmp_path / "serve.log")
+    try:
+        seen: list[int] = []
+        early_answer: list[httpx.Response] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"{server.url}/readyz", timeout=5).status_code
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            seen.append(status)
+            if status == 503 and not early_answer:
+                assert httpx.get(f"{server.url}/livez", timeout=5).status_code == 200
+                early = threading.Thread(
+                    target=lambda: early_answer.append(
+                        httpx.post(
+                            f"{server.url}/predict", files={"file": ("d.png", digit)}, timeout=60
+                        )
+                    )
+                )
+                early.start()
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert seen and seen[-1] == 200, (seen, server.log())
+        assert 503 in seen, seen
+        assert set(seen) <= {503, 200}, seen
+        early.join(timeout=60)
+        assert early_answer and early_answer[0].status_code == 200, server.log()
+        assert set(early_answer[0].json()) == {"proba", "label"}
+    finally:
+        server.stop()
