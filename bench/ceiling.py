@@ -1,0 +1,58 @@
+"""The ceiling: the service's own decode, preprocessing and inference code in this process, no HTTP.
+
+What no server built on this code can beat on one core; the distance from it to a subject's
+throughput is what HTTP, the framework and the process model cost.
+"""
+
+from __future__ import annotations
+
+import timeit
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.servers import MODEL
+from dlops import config
+from dlops.imaging import to_model_input
+from dlops.inference import BinaryImageClassifier
+
+BATCH = 64
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    single_images_per_s: float  # decode + preprocess + infer, one image per model call
+    batched_images_per_s: float  # decode + preprocess each of BATCH images, one model call
+    preprocess_us: float  # decode + preprocess of one image
+    infer_us: float  # one model call on one image, with the sigmoid and the labels
+
+
+def _seconds_per_call(timer: timeit.Timer) -> float:
+    # autorange picks a loop count of at least 0.2 s; the best of a few such loops is the least
+    # disturbed by anything else running, which is what a ceiling should be.
+    number, _ = timer.autorange()
+    return min(timer.repeat(repeat=REPEATS, number=number)) / number
+
+
+def measure_ceiling(png: bytes) -> Ceiling:
+    classifier = BinaryImageClassifier(MODEL, config.DEFAULT_THRESHOLD, config.DEFAULT_LABELS)
+    size = classifier.image_size
+    classifier.warm_up()
+
+    def preprocess() -> np.ndarray:
+        return to_model_input(png, size=size, max_pixels=config.MAX_IMAGE_PIXELS)
+
+    one = np.expand_dims(preprocess(), 0)
+    single = _seconds_per_call(
+        timeit.Timer(lambda: classifier.predict(np.expand_dims(preprocess(), 0)))
+    )
+    batched = _seconds_per_call(
+        timeit.Timer(lambda: classifier.predict(np.stack([preprocess() for _ in range(BATCH)])))
+    )
+    return Ceiling(
+        single_images_per_s=1.0 / single,
+        batched_images_per_s=BATCH / batched,
+        preprocess_us=_seconds_per_call(timeit.Timer(preprocess)) * 1e6,
+        infer_us=_seconds_per_call(timeit.Timer(lambda: classifier.predict(one))) * 1e6,
+    )

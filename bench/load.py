@@ -1,0 +1,137 @@
+"""The load generator: `hey` (a Debian package, a Go binary) posting one multipart upload.
+
+A load generator written in Python would take one of this machine's two cores away from the server
+under test and measure itself; hey is lighter and records every request (its CSV output), so the
+percentiles below are computed here from all latencies rather than read off its summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BOUNDARY = "dlopsbench8c1f6b2a5e9d"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+REQUEST_TIMEOUT_SECONDS = 20  # hey's per-request timeout; a slower answer counts as an error
+# Bounds the whole hey run even if a server stalls: a floor of this many requests per second.
+SLOWEST_EXPECTED_RPS = 20
+
+
+def multipart_body(png: bytes, field: str = "file", filename: str = "digit.png") -> bytes:
+    """The body `curl -F file=@digit.png` sends, built once so every request is identical."""
+    head = (
+        f"--{BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def ensure_hey() -> str:
+    """The path of hey, installing Debian's package when it is missing."""
+    found = shutil.which("hey")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SystemExit("hey is not installed and there is no apt-get: install hey and rerun")
+    print("bench: hey (HTTP load generator) is missing; installing it: apt-get install -y hey")
+    if subprocess.run([apt, "install", "-y", "hey"], check=False).returncode != 0:
+        # A fresh machine has no package lists yet.
+        subprocess.run([apt, "update"], check=False)
+        subprocess.run([apt, "install", "-y", "hey"], check=False)
+    found = shutil.which("hey")
+    if found is None:
+        raise SystemExit("could not install hey with apt-get (are you root?): install it and rerun")
+    return found
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One hey run against one subject at one concurrency."""
+
+    concurrency: int
+    sent: int  # hey sends requests // concurrency per connection, so this may be a little less
+    ok: int
+    non_200: int  # other statuses plus requests that failed or timed out without any answer
+    statuses: dict[str, int]
+    duration_s: float
+    rps: float  # 200 answers per second: an error answered quickly must not look like speed
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def parse_hey_csv(text: str, concurrency: int, requests: int) -> LoadResult:
+    """Summarise hey's per-request CSV (times in seconds, 0.1 ms resolution).
+
+    hey writes a row only for requests that got an answer; the missing ones are counted as
+    non-200 from the number it was asked to send.
+    """
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise RuntimeError(f"no request got an answer at concurrency {concurrency}")
+    sent = concurrency * (requests // concurrency)
+    latencies = np.array([float(row["response-time"]) for row in rows]) * 1000.0
+    statuses = Counter(row["status-code"] for row in rows)
+    if len(rows) < sent:
+        statuses["no answer"] = sent - len(rows)
+    ok = statuses.get("200", 0)
+    # Each offset is when a request started, counted from hey's start.
+    duration = max(float(row["offset"]) + float(row["response-time"]) for row in rows)
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return LoadResult(
+        concurrency=concurrency,
+        sent=sent,
+        ok=ok,
+        non_200=sent - ok,
+        statuses=dict(sorted(statuses.items())),
+        duration_s=duration,
+        rps=ok / duration if duration > 0 else 0.0,
+        mean_ms=float(np.mean(latencies)),
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        max_ms=float(np.max(latencies)),
+    )
+
+
+def run_hey(hey: str, url: str, body_path: Path, requests: int, concurrency: int) -> LoadResult:
+    """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections."""
+    command = [
+        hey,
+        *("-n", str(requests), "-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
+        *("-m", "POST", "-D", str(body_path), "-T", CONTENT_TYPE, "-o", "csv"),
+        url,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60 + requests / SLOWEST_EXPECTED_RPS,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"hey failed ({result.returncode}): {result.stderr.strip()}")
+    return parse_hey_csv(result.stdout, concurrency, requests)
+
+
+def post_once(url: str, body: bytes) -> dict[str, Any]:
+    """One request outside the load generator, to check the answer before measuring its speed."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": CONTENT_TYPE}
+    )
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
+        return json.loads(response.read())

@@ -1,0 +1,235 @@
+"""Start, probe, measure and stop the two HTTP subjects: the seed FastAPI app and `bentoml serve`.
+
+Each server runs in a session of its own so that it can be stopped as a group, and every process
+of its tree is remembered before it is stopped: BentoML's workers start their own sessions, so a
+signal to the arbiter's group alone would leave them running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL = ROOT / "models" / "binary_classifier_3.onnx"
+HOST = "127.0.0.1"  # loopback only: nothing here is meant to be reachable from elsewhere
+STARTUP_SECONDS = 120
+STOP_SECONDS = 15
+# Cold start is measured to this resolution; a tighter loop would steal CPU from the start-up.
+POLL_SECONDS = 0.05
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The status of a GET, or None while nothing answers yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    pid: int
+    role: str
+    rss_mib: float
+    pss_mib: float  # shared pages split between the processes that map them: sums to the truth
+    command: str
+
+
+class Server:
+    """One server process tree, started from the repository root with its own environment."""
+
+    def __init__(
+        self,
+        subject: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        ready_path: str,
+        log_path: Path,
+        root_role: str,
+    ) -> None:
+        self.subject = subject
+        self.argv = argv
+        self.env = env
+        self.url = f"http://{HOST}:{port}"
+        self.ready_path = ready_path
+        self.log_path = log_path
+        self.root_role = root_role
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.started_at = time.perf_counter()
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = STARTUP_SECONDS) -> float:
+        """Block until the ready path answers 200; return the seconds since the process started."""
+        assert self.process is not None, "start() first"
+        deadline = self.started_at + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.subject} exited with {self.process.returncode} before it was ready:\n"
+                    f"{self.log_tail()}"
+                )
+            if http_status(self.url + self.ready_path) == 200:
+                return time.perf_counter() - self.started_at
+            time.sleep(POLL_SECONDS)
+        raise RuntimeError(
+            f"{self.subject} did not answer 200 on {self.ready_path} within {timeout:.0f} s:\n"
+            f"{self.log_tail()}"
+        )
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self.process is not None
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def memory(self) -> list[ProcessMemory]:
+        """RSS and PSS of every process in the tree; the first entry is the root."""
+        measured = []
+        for index, process in enumerate(self._tree()):
+            try:
+                info = process.memory_full_info()
+                command = " ".join(process.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            role = self.root_role if index == 0 else _child_role(command)
+            measured.append(
+                ProcessMemory(
+                    pid=process.pid,
+                    role=role,
+                    rss_mib=info.rss / 2**20,
+                    pss_mib=info.pss / 2**20,
+                    command=command[:160],
+                )
+            )
+        return measured
+
+    def stop(self) -> None:
+        """Stop the whole tree: the group first (graceful), then any child that outlived it."""
+        if self.process is None:
+            return
+        tree = self._tree()
+        pid = self.process.pid
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            self.process.wait()
+        children = tree[1:]
+        for child in children:
+            with suppress(psutil.NoSuchProcess):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=STOP_SECONDS)
+        for child in alive:
+            with suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(alive, timeout=STOP_SECONDS)
+        self.process = None
+
+
+def _child_role(command: str) -> str:
+    # BentoML names its workers on the command line; uvicorn --workers N spawns them through
+    # multiprocessing, which also starts a resource tracker.
+    if "resource_tracker" in command:
+        return "resource tracker"
+    if "worker" in command or "spawn_main" in command:
+        return "worker"
+    return "child"
+
+
+def _base_env() -> dict[str, str]:
+    # The caller's DLOPS_* settings must not leak into either subject unasked.
+    return {key: value for key, value in os.environ.items() if not key.startswith("DLOPS_")}
+
+
+def dlops_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `make serve` gives `bentoml serve`, plus the caller's extra settings."""
+    env = _base_env()
+    env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra or {})
+    return env
+
+
+def import_model(home: Path) -> None:
+    """Import the committed model into ``home`` the way `make import` does."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "import_model.py"), str(MODEL)],
+        cwd=ROOT,
+        env=dlops_env(home),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"import_model.py failed:\n{result.stdout}{result.stderr}")
+
+
+def dlops_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
+    """`bentoml serve` as `make serve` runs it; bound to loopback, which make leaves to BentoML."""
+    port = free_port()
+    return Server(
+        subject="dlops",
+        argv=[str(BIN / "bentoml"), "serve", "--host", HOST, "--port", str(port)],
+        env=dlops_env(home, extra_env),
+        port=port,
+        ready_path="/readyz",
+        log_path=log_dir / f"dlops-{port}.log",
+        root_role="arbiter",
+    )
+
+
+def seed_server(log_dir: Path, workers: int) -> Server:
+    """The seed app under uvicorn as the article serves it; /docs is its first page to answer."""
+    port = free_port()
+    argv = [str(BIN / "uvicorn"), "bench.seed_app:app", "--workers", str(workers)]
+    return Server(
+        subject="seed",
+        argv=[*argv, "--host", HOST, "--port", str(port)],
+        env=_base_env(),
+        port=port,
+        ready_path="/docs",
+        log_path=log_dir / f"seed-{port}.log",
+        root_role="uvicorn" if workers == 1 else "supervisor",
+    )
