@@ -14,7 +14,6 @@ MODEL := models/binary_classifier_3.onnx
 # The model store and built Bentos live in the project (git-ignored) unless you chose a home.
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := True
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install import serve test lint format build train bench lock clean
 
@@ -33,7 +32,7 @@ $(BIN)/uv:
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: requirements/dev.txt | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/dev.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements/dev.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -35,6 +35,8 @@ MODEL_TAG = f"{MODEL_NAME}:latest"
 
 # Uploads larger than this are refused with 413 before the rest of the body is read.
 MAX_BODY_BYTES = _positive_int("DLOPS_MAX_BODY_BYTES", 10 * 1024 * 1024)
+# /predict_batch takes at most this many images per request.
+MAX_BATCH_IMAGES = _positive_int("DLOPS_MAX_BATCH_IMAGES", 64)
 # Decoded images with more pixels than this are refused with 413 (decompression bombs).
 MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
@@ -45,3 +47,9 @@ REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # How long a request that arrives while the model is still loading waits for it before a 503.
 MODEL_WAIT_SECONDS = min(10, REQUEST_TIMEOUT_SECONDS / 2)
+# BentoML's access log line per request. Off by default: it costs ~10 % of a worker's time per
+# request, and Heroku's router already logs every request with its status and service time.
+ACCESS_LOG = os.environ.get("DLOPS_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes", "on")
+# Our log lines go through BentoML's server logging (its format, its handlers), which is
+# configured for the "bentoml" logger tree only.
+LOGGER_NAME = "bentoml.dlops"

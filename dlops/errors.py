@@ -25,6 +25,10 @@ HOW_TO_SEND = (
     "(curl -F file=@digit.png http://HOST/predict), or the raw image bytes with "
     "Content-Type image/png, image/jpeg or another image/* type."
 )
+BATCH_HOW_TO_SEND = (
+    "Send the images as the multipart/form-data field 'file', repeated once per image "
+    "(curl -F file=@one.png -F file=@two.png http://HOST/predict_batch)."
+)
 
 
 class ClientError(BentoMLException):

@@ -241,11 +241,22 @@ def test_health(client: httpx.Client, path: str) -> None:
 
 
 def test_metrics(client: httpx.Client) -> None:
+    def predictions_counted(status: str) -> float:
+        scrape = client.get("/metrics")
+        assert scrape.status_code == 200
+        pattern = rf'^dlops_requests_total{{path="/predict",status="{status}"}} (\S+)$'
+        match = re.search(pattern, scrape.text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    ok_before, bad_before = predictions_counted("200"), predictions_counted("400")
     post_file(client, ONE_THREE.read_bytes())
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert "bentoml_service_request_total" in response.text
-    assert 'endpoint="/predict"' in response.text
+    post_file(client, ONE_THREE.read_bytes())
+    post_file(client, b"junk")
+    assert predictions_counted("200") == ok_before + 2
+    assert predictions_counted("400") == bad_before + 1
+    text = client.get("/metrics").text
+    assert 'dlops_request_duration_seconds_bucket{le="0.0005",path="/predict"}' in text
+    assert "bentoml_service_request_total" in text  # BentoML's own metrics are still there
 
 
 def test_swagger_ui_and_schema(client: httpx.Client) -> None:
@@ -266,3 +277,61 @@ def test_bentoml_python_client(server: Server) -> None:
         assert client.predict(file=Image.open(ONE_THREE)) == client.predict(file=ONE_THREE)
         with pytest.raises(BentoMLException, match="not an image"):
             client.predict(file=Path(__file__))
+
+
+# -- /predict_batch ------------------------------------------------------------------------------
+
+
+def post_batch(client: httpx.Client, contents: list[bytes]) -> httpx.Response:
+    files = [("file", (f"image{index}.png", content)) for index, content in enumerate(contents)]
+    return client.post("/predict_batch", files=files)
+
+
+def test_batch_answers_in_order_like_single_requests(client: httpx.Client) -> None:
+    paths = DIGITS + VARIANTS[:8]
+    response = post_batch(client, [path.read_bytes() for path in paths])
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert [answer["label"] for answer in answers] == [expected_label(path) for path in paths]
+    for path, answer in zip(paths[:3], answers, strict=False):
+        single = post_file(client, path.read_bytes()).json()
+        assert answer["label"] == single["label"]
+        assert answer["proba"] == pytest.approx(single["proba"], abs=1e-6)
+
+
+def test_batch_reports_errors_per_image(client: httpx.Client) -> None:
+    blank = io.BytesIO()
+    Image.new("L", (32, 32), 0).save(blank, "PNG")
+    response = post_batch(client, [ONE_THREE.read_bytes(), b"junk", blank.getvalue()])
+    assert response.status_code == 200, response.text
+    good, not_image, no_ink = response.json()
+    assert good["label"] == "3"
+    assert not_image["status"] == 400 and "not an image" in not_image["error"]
+    assert no_ink["status"] == 422 and "blank" in no_ink["error"]
+
+
+def test_batch_over_the_limit(client: httpx.Client) -> None:
+    response = post_batch(client, [ONE_THREE.read_bytes()] * 65)
+    assert_error(response, 413, "64")
+
+
+def test_batch_needs_multipart(client: httpx.Client) -> None:
+    response = client.post(
+        "/predict_batch", content=ONE_THREE.read_bytes(), headers={"Content-Type": "image/png"}
+    )
+    assert_error(response, 415, "-F file=@one.png -F file=@two.png")
+
+
+def test_two_files_on_predict_point_to_the_batch_route(client: httpx.Client) -> None:
+    response = post_batch(client, [ONE_THREE.read_bytes()] * 2)  # to /predict_batch: fine
+    assert response.status_code == 200
+    files = [("file", ("a.png", ONE_THREE.read_bytes()))] * 2
+    assert_error(client.post("/predict", files=files), 400, "/predict_batch")
+
+
+def test_bentoml_python_client_batch(server: Server) -> None:
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answers = client.predict_batch(file=DIGITS[:4])
+    assert [answer["label"] for answer in answers] == [expected_label(p) for p in DIGITS[:4]]
