@@ -40,7 +40,8 @@ MAX_BATCH_IMAGES = _positive_int("DLOPS_MAX_BATCH_IMAGES", 64)
 # Decoded images with more pixels than this are refused with 413 (decompression bombs).
 MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
-# client's error ours and readable instead of the router's H12 page.
+# client's error ours and readable instead of the router's H12 page. On the prediction routes it
+# bounds the upload (408 after it); BentoML applies it to its own routes.
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # One worker per process tree: the model takes ~50 µs an image, so a second worker mostly adds
 # memory (~130 MiB) on a small dyno. Raise it on machines with more cores.

@@ -15,6 +15,7 @@ BentoML's own app, unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -109,10 +110,25 @@ class DirectRoute:
         await send({"type": "http.response.body", "body": body})
         route_metrics().observe(self.path, status, time.perf_counter() - started)
 
+    async def _read_in_time(self, request: Request) -> Any:
+        """The upload, or a 408 if the client has not sent it all within the request timeout.
+
+        A client that trickles its body would otherwise hold its connection open for ever.
+        """
+        try:
+            async with asyncio.timeout(config.REQUEST_TIMEOUT_SECONDS):
+                return await self.read(request)
+        except TimeoutError:
+            raise ClientError(
+                f"the upload did not arrive within {config.REQUEST_TIMEOUT_SECONDS} s; send the "
+                "whole request at once (a digit image needs only a few kilobytes)",
+                HTTPStatus.REQUEST_TIMEOUT,
+            ) from None
+
     async def answer(self, request: Request) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         handler = getattr(bentoml.get_current_service(), self.handler)
         try:
-            upload = await self.read(request)
+            upload = await self._read_in_time(request)
             if _upload_size(upload) <= INLINE_MAX_BYTES:
                 result = handler(upload)
             else:

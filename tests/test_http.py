@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -175,13 +176,10 @@ def test_chunked_body_over_the_cap(client: httpx.Client) -> None:
     assert_error(response, 413, "limit")
 
 
-def test_oversized_upload_is_refused_before_it_is_read(server: Server) -> None:
-    """Declared 1 GB, 10 bytes sent: the answer comes at once, not after a gigabyte."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
-        connection.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 1000000000\r\n\r\n0123456789"
-        )
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict]:
+    """Send bytes on a fresh socket and read one HTTP response: (status, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
         reply = b""
         while b"\r\n\r\n" not in reply:
             reply += connection.recv(65536)
@@ -189,8 +187,18 @@ def test_oversized_upload_is_refused_before_it_is_read(server: Server) -> None:
         length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
         while len(body) < length:
             body += connection.recv(65536)
-    assert b" 413 " in head.split(b"\r\n")[0]
-    assert "limit" in json.loads(body)["error"]
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_oversized_upload_is_refused_before_it_is_read(server: Server) -> None:
+    """Declared 1 GB, 10 bytes sent: the answer comes at once, not after a gigabyte."""
+    status, body = raw_exchange(
+        server.port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 1000000000\r\n\r\n0123456789",
+    )
+    assert status == 413
+    assert "limit" in body["error"]
 
 
 def test_decompression_bomb(client: httpx.Client) -> None:
@@ -335,3 +343,39 @@ def test_bentoml_python_client_batch(server: Server) -> None:
     with bentoml.SyncHTTPClient(server.url) as client:
         answers = client.predict_batch(file=DIGITS[:4])
     assert [answer["label"] for answer in answers] == [expected_label(p) for p in DIGITS[:4]]
+
+
+# -- a server with a short request timeout -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient_server(
+    model_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    running = Server(
+        model_home,
+        tmp_path_factory.mktemp("impatient") / "serve.log",
+        DLOPS_REQUEST_TIMEOUT_SECONDS="2",
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_trickled_upload_times_out_with_408(impatient_server: Server) -> None:
+    """A client that sends only part of its body is answered in time, and nothing is stuck."""
+    content = ONE_THREE.read_bytes()
+    started = time.monotonic()
+    status, body = raw_exchange(
+        impatient_server.port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        + f"Content-Length: {len(content)}\r\n\r\n".encode()
+        + content[:10],
+    )
+    assert status == 408
+    assert "did not arrive within 2 s" in body["error"]
+    assert time.monotonic() - started < 10
+    answer = httpx.post(f"{impatient_server.url}/predict", files={"file": ("d.png", content)})
+    assert answer.json()["label"] == "3"
