@@ -108,7 +108,19 @@ class DirectRoute:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        route_metrics().observe(self.path, status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        route_metrics().observe(self.path, status, seconds)
+        if config.ACCESS_LOG:
+            client = scope.get("client") or ("-", 0)
+            logger.info(
+                "%s:%s POST %s %d %d bytes %.1f ms",
+                client[0],
+                client[1],
+                self.path,
+                status,
+                len(body),
+                seconds * 1000,
+            )
 
     async def _read_in_time(self, request: Request) -> Any:
         """The upload, or a 408 if the client has not sent it all within the request timeout.

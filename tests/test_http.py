@@ -379,3 +379,19 @@ def test_trickled_upload_times_out_with_408(impatient_server: Server) -> None:
     assert time.monotonic() - started < 10
     answer = httpx.post(f"{impatient_server.url}/predict", files={"file": ("d.png", content)})
     assert answer.json()["label"] == "3"
+
+
+def test_metrics_add_up_across_workers(model_home: Path, tmp_path: Path) -> None:
+    """With two workers, every scrape (whichever worker answers it) counts every request."""
+    running = Server(model_home, tmp_path / "serve.log", DLOPS_WORKERS="2")
+    try:
+        running.wait_ready()
+        for _ in range(20):  # a fresh connection each time, so both workers take some
+            with httpx.Client(base_url=running.url) as fresh:
+                assert post_file(fresh, ONE_THREE.read_bytes()).status_code == 200
+        for _ in range(6):
+            with httpx.Client(base_url=running.url) as fresh:
+                text = fresh.get("/metrics").text
+            assert 'dlops_requests_total{path="/predict",status="200"} 20.0' in text
+    finally:
+        running.stop()
