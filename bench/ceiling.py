@@ -1,11 +1,13 @@
 """The ceiling: the service's own decode, preprocessing and inference code in this process, no HTTP.
 
 What no server built on this code can beat on one core; the distance from it to a subject's
-throughput is what HTTP, the framework and the process model cost.
+throughput is what HTTP, the framework and the process model cost. The batch-size sweep says how
+much of a request's cost batching several requests into one model call could save at best.
 """
 
 from __future__ import annotations
 
+import statistics
 import timeit
 from dataclasses import dataclass
 
@@ -16,8 +18,17 @@ from dlops import config
 from dlops.imaging import to_model_input
 from dlops.inference import BinaryImageClassifier
 
-BATCH = 64
+BATCH = 64  # images per model call in the batched ceiling, and per /predict_batch request
+SWEEP = (1, 2, 4, 8, 16, 32, 64)
 REPEATS = 3
+SWEEP_REPEATS = 7
+SWEEP_LOOP_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    batch: int
+    infer_us_per_image: float  # one model call on ``batch`` preprocessed images, per image
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class Ceiling:
     batched_images_per_s: float  # decode + preprocess each of BATCH images, one model call
     preprocess_us: float  # decode + preprocess of one image
     infer_us: float  # one model call on one image, with the sigmoid and the labels
+    batch_costs: list[BatchCost]  # inference alone, for each batch size of SWEEP
 
 
 def _seconds_per_call(timer: timeit.Timer) -> float:
@@ -33,6 +45,25 @@ def _seconds_per_call(timer: timeit.Timer) -> float:
     # disturbed by anything else running, which is what a ceiling should be.
     number, _ = timer.autorange()
     return min(timer.repeat(repeat=REPEATS, number=number)) / number
+
+
+def _typical_seconds_per_call(timer: timeit.Timer) -> float:
+    # The sweep's figures are subtracted from each other, so each should be a typical loop rather
+    # than the luckiest one: the median of several. Loops shorter than autorange's 0.2 s keep the
+    # sweep of seven sizes to a few seconds per round.
+    number = max(1, round(SWEEP_LOOP_SECONDS / timer.timeit(number=1)))
+    return statistics.median(timer.repeat(repeat=SWEEP_REPEATS, number=number)) / number
+
+
+def _batch_costs(classifier: BinaryImageClassifier, pixels: np.ndarray) -> list[BatchCost]:
+    costs = []
+    for size in SWEEP:
+        # The same preprocessed image repeated: onnxruntime's cost depends on the shape, not on
+        # the pixels, and the copy is made once, outside the timed call.
+        batch = np.ascontiguousarray(np.broadcast_to(pixels, (size, *pixels.shape)))
+        seconds = _typical_seconds_per_call(timeit.Timer(lambda b=batch: classifier.predict(b)))
+        costs.append(BatchCost(batch=size, infer_us_per_image=seconds / size * 1e6))
+    return costs
 
 
 def measure_ceiling(png: bytes) -> Ceiling:
@@ -55,4 +86,5 @@ def measure_ceiling(png: bytes) -> Ceiling:
         batched_images_per_s=BATCH / batched,
         preprocess_us=_seconds_per_call(timeit.Timer(preprocess)) * 1e6,
         infer_us=_seconds_per_call(timeit.Timer(lambda: classifier.predict(one))) * 1e6,
+        batch_costs=_batch_costs(classifier, preprocess()),
     )

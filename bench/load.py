@@ -27,14 +27,21 @@ REQUEST_TIMEOUT_SECONDS = 20  # hey's per-request timeout; a slower answer count
 SLOWEST_EXPECTED_RPS = 20
 
 
-def multipart_body(png: bytes, field: str = "file", filename: str = "digit.png") -> bytes:
-    """The body `curl -F file=@digit.png` sends, built once so every request is identical."""
-    head = (
-        f"--{BOUNDARY}\r\n"
-        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode()
-    return head + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+def multipart_body(
+    png: bytes, copies: int = 1, field: str = "file", filename: str = "digit.png"
+) -> bytes:
+    """The body `curl -F file=@digit.png` sends (with ``copies`` > 1, `-F` repeated that often),
+    built once so every request is identical."""
+    part = (
+        (
+            f"--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + b"\r\n"
+    )
+    return part * copies + f"--{BOUNDARY}--\r\n".encode()
 
 
 def ensure_hey() -> str:
@@ -128,7 +135,7 @@ def run_hey(hey: str, url: str, body_path: Path, requests: int, concurrency: int
     return parse_hey_csv(result.stdout, concurrency, requests)
 
 
-def post_once(url: str, body: bytes) -> dict[str, Any]:
+def post_once(url: str, body: bytes) -> Any:
     """One request outside the load generator, to check the answer before measuring its speed."""
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": CONTENT_TYPE}

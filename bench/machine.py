@@ -20,6 +20,10 @@ PACKAGES = (
     "pillow",
     "starlette",
     "uvicorn",
+    # uvicorn --loop auto (the seed's) picks uvloop when it is installed, which decides the seed's
+    # multi-worker latency: see the warning in bench/run.py.
+    "uvloop",
+    "httptools",
     "fastapi",
     "python-multipart",
     "psutil",

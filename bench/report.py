@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,68 +13,124 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server, and no GUI toolkit to import
 import matplotlib.pyplot as plt  # only after the backend is chosen
 
-SUBJECTS = ("seed", "dlops")
-PEER = "seed"  # ratios are dlops / seed: above 1 is more throughput, or more latency
+from bench.ceiling import BATCH
+
+SEED, DLOPS = "seed", "dlops"
+BATCH_SUBJECT = f"dlops batch-{BATCH}"  # POST /predict_batch with BATCH images, on dlops' server
+SUBJECTS = (SEED, DLOPS, BATCH_SUBJECT)
+SERVERS = (SEED, DLOPS)  # the processes behind the subjects
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+# The batch target: a batch-64 request's images per second over single requests' at one level.
+BATCH_TARGET = 10.0
+# "What a request costs" in the batching reading is read at this many clients (when measured):
+# adaptive batching needs several requests in flight, and this is the level the service is
+# sized for.
+READING_CONCURRENCY = 16
 
 
-def summarise(runs: list[dict[str, Any]], concurrencies: list[int]) -> list[dict[str, Any]]:
-    """Per subject and concurrency: medians across rounds (and the rps spread, to judge noise)."""
+def _median_by(
+    rows: Iterable[dict[str, Any]], key: tuple[str, ...], value: str
+) -> dict[tuple[Any, ...], float]:
+    grouped: dict[tuple[Any, ...], list[float]] = {}
+    for row in rows:
+        grouped.setdefault(tuple(row[k] for k in key), []).append(row[value])
+    return {group: statistics.median(values) for group, values in grouped.items()}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per subject, worker count and concurrency: medians across rounds (and the rps spread, to
+    judge noise). images_per_s is rps times the images each request carries."""
     summary = []
-    for subject in SUBJECTS:
-        for concurrency in concurrencies:
-            mine = [
-                run
-                for run in runs
-                if run["subject"] == subject and run["concurrency"] == concurrency
-            ]
-            if not mine:
-                continue
-            rps = [run["rps"] for run in mine]
-            row = {
-                "subject": subject,
-                "concurrency": concurrency,
-                "rounds": len(mine),
-                "rps": statistics.median(rps),
-                "rps_min": min(rps),
-                "rps_max": max(rps),
-                "sent": sum(run["sent"] for run in mine),
-                "non_200": sum(run["non_200"] for run in mine),
-            }
-            row.update({key: statistics.median(run[key] for run in mine) for key in LATENCIES})
-            summary.append(row)
+    keys = sorted(
+        {(run["subject"], run["workers"], run["concurrency"]) for run in runs},
+        key=lambda k: (SUBJECTS.index(k[0]), k[1], k[2]),
+    )
+    for subject, workers, concurrency in keys:
+        mine = [
+            run
+            for run in runs
+            if (run["subject"], run["workers"], run["concurrency"])
+            == (subject, workers, concurrency)
+        ]
+        rps = [run["rps"] for run in mine]
+        images = mine[0]["images_per_request"]
+        row = {
+            "subject": subject,
+            "workers": workers,
+            "concurrency": concurrency,
+            "images_per_request": images,
+            "rounds": len(mine),
+            "rps": statistics.median(rps),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "images_per_s": statistics.median(rps) * images,
+            "sent": sum(run["sent"] for run in mine),
+            "non_200": sum(run["non_200"] for run in mine),
+        }
+        row.update({key: statistics.median(run[key] for run in mine) for key in LATENCIES})
+        summary.append(row)
     return summary
 
 
-def ratios(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """dlops / seed for each concurrency both were measured at, computed two ways.
+def ratios(
+    summary: list[dict[str, Any]], runs: list[dict[str, Any]], subject: str, peer: str
+) -> list[dict[str, Any]]:
+    """subject / peer at each worker count and concurrency both were measured at, two ways.
 
-    ``rps`` and the latencies are ratios of the medians across rounds. ``paired_rps`` and
-    ``paired_p99_ms`` are the medians of the per-round ratios: within one round the two subjects
-    ran back to back, so a slow spell of the machine mostly cancels out of those.
+    ``per_image_rate`` (images per second: rps for single-image requests) and the latencies are
+    ratios of the medians across rounds. ``paired_per_image_rate`` and ``paired_p99_ms`` are the
+    medians of the per-round ratios: within one round the subjects ran back to back, so a slow
+    spell of the machine mostly cancels out of those.
     """
-    by_key = {(row["subject"], row["concurrency"]): row for row in summary}
-    by_run = {(run["subject"], run["concurrency"], run["round"]): run for run in runs}
+    by_key = {(row["subject"], row["workers"], row["concurrency"]): row for row in summary}
+    by_run = {
+        (run["subject"], run["workers"], run["concurrency"], run["round"]): run for run in runs
+    }
     result = []
-    for (subject, concurrency), row in by_key.items():
-        peer = by_key.get((PEER, concurrency))
-        if subject == PEER or peer is None:
+    for (name, workers, concurrency), row in by_key.items():
+        theirs = by_key.get((peer, workers, concurrency))
+        if name != subject or theirs is None:
             continue
         pairs = [
-            (run, by_run[(PEER, concurrency, run["round"])])
-            for (name, level, _), run in by_run.items()
-            if name == subject and level == concurrency
+            (run, by_run[(peer, workers, concurrency, round_)])
+            for (other, level_workers, level, round_), run in by_run.items()
+            if (other, level_workers, level) == (subject, workers, concurrency)
+            and (peer, workers, concurrency, round_) in by_run
         ]
-        ratio = {"subject": subject, "concurrency": concurrency, "rps": row["rps"] / peer["rps"]}
-        ratio.update({key: row[key] / peer[key] for key in LATENCIES})
-        ratio["paired_rps"] = statistics.median(
-            mine["rps"] / theirs["rps"] for mine, theirs in pairs
+        ratio = {
+            "subject": subject,
+            "peer": peer,
+            "workers": workers,
+            "concurrency": concurrency,
+            "per_image_rate": row["images_per_s"] / theirs["images_per_s"],
+        }
+        ratio.update({key: row[key] / theirs[key] for key in LATENCIES})
+        ratio["paired_per_image_rate"] = statistics.median(
+            (mine["rps"] * mine["images_per_request"])
+            / (other["rps"] * other["images_per_request"])
+            for mine, other in pairs
         )
         ratio["paired_p99_ms"] = statistics.median(
-            mine["p99_ms"] / theirs["p99_ms"] for mine, theirs in pairs
+            mine["p99_ms"] / other["p99_ms"] for mine, other in pairs
         )
         result.append(ratio)
     return result
+
+
+def summarise_ceiling(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians across the ceiling's rounds, the sweep's per batch size."""
+    scalars = [key for key, value in rounds[0].items() if isinstance(value, float)]
+    costs = _median_by(
+        (cost for ceiling in rounds for cost in ceiling["batch_costs"]),
+        ("batch",),
+        "infer_us_per_image",
+    )
+    return {
+        "median": {key: statistics.median(c[key] for c in rounds) for key in scalars},
+        "batch_costs": [
+            {"batch": batch, "infer_us_per_image": us} for (batch,), us in sorted(costs.items())
+        ],
+    }
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -84,28 +141,35 @@ def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _latencies(row: dict[str, Any]) -> str:
+    return f"| {_fmt(row['p50_ms'], 2)} | {_fmt(row['p95_ms'], 2)} | {_fmt(row['p99_ms'], 2)} "
+
+
 def _load_table(data: dict[str, Any]) -> list[str]:
     lines = [
-        "| subject | concurrency | rps (median) | rps min–max | p50 ms | p95 ms | p99 ms "
-        "| non-200 / sent |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| subject | workers | concurrency | rps (median) | rps min–max | p50 ms | p95 ms "
+        "| p99 ms | non-200 / sent |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in data["load"]["summary"]:
+        if row["subject"] not in SERVERS:
+            continue
         lines.append(
-            f"| {row['subject']} | {row['concurrency']} | {_fmt(row['rps'], 0)} "
-            f"| {_fmt(row['rps_min'], 0)}–{_fmt(row['rps_max'], 0)} "
-            f"| {_fmt(row['p50_ms'], 2)} | {_fmt(row['p95_ms'], 2)} | {_fmt(row['p99_ms'], 2)} "
-            f"| {row['non_200']} / {row['sent']} |"
+            f"| {row['subject']} | {row['workers']} | {row['concurrency']} "
+            f"| {_fmt(row['rps'], 0)} | {_fmt(row['rps_min'], 0)}–{_fmt(row['rps_max'], 0)} "
+            + _latencies(row)
+            + f"| {row['non_200']} / {row['sent']} |"
         )
     for row in data["load"]["ratios"]:
         lines.append(
-            f"| **{row['subject']} / {PEER}** | {row['concurrency']} | **{row['rps']:.2f}×** | "
-            f"| {row['p50_ms']:.2f}× | {row['p95_ms']:.2f}× | **{row['p99_ms']:.2f}×** | |"
+            f"| **{DLOPS} / {SEED}** | {row['workers']} | {row['concurrency']} "
+            f"| **{row['per_image_rate']:.2f}×** | | {row['p50_ms']:.2f}× | {row['p95_ms']:.2f}× "
+            f"| **{row['p99_ms']:.2f}×** | |"
         )
     for row in data["load"]["ratios"]:
         lines.append(
-            f"| {row['subject']} / {PEER}, paired by round | {row['concurrency']} "
-            f"| {row['paired_rps']:.2f}× | | | | {row['paired_p99_ms']:.2f}× | |"
+            f"| {DLOPS} / {SEED}, paired by round | {row['workers']} | {row['concurrency']} "
+            f"| {row['paired_per_image_rate']:.2f}× | | | | {row['paired_p99_ms']:.2f}× | |"
         )
     lines += [
         "",
@@ -115,29 +179,192 @@ def _load_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _batch_section(data: dict[str, Any]) -> list[str]:
+    summary = {(r["subject"], r["workers"], r["concurrency"]): r for r in data["load"]["summary"]}
+    ratio = {(r["workers"], r["concurrency"]): r for r in data["load"]["batch_ratios"]}
+    ceiling = data["ceiling"]["median"]["batched_images_per_s"]
+    cores = data["machine"]["cpus_usable"]
+    lines = [
+        f"| workers | concurrency | requests/s | images/s | p50 ms | p95 ms | p99 ms "
+        f"| non-200 / sent | images/s ÷ single /predict | paired by round "
+        f"| bound: ceiling ({BATCH}/call) × parallel ÷ single /predict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (subject, workers, concurrency), row in summary.items():
+        if subject != BATCH_SUBJECT:
+            continue
+        single = summary.get((DLOPS, workers, concurrency))
+        both = ratio.get((workers, concurrency))
+        # The ceiling is one process on one core: W workers can run min(W, cores, clients) of it.
+        parallel = min(workers, cores, concurrency)
+        lines.append(
+            f"| {workers} | {concurrency} | {_fmt(row['rps'], 0)} | {_fmt(row['images_per_s'], 0)} "
+            + _latencies(row)
+            + f"| {row['non_200']} / {row['sent']} "
+            + (
+                f"| **{both['per_image_rate']:.2f}×** | {both['paired_per_image_rate']:.2f}× "
+                if both
+                else "| | "
+            )
+            + (f"| {ceiling * parallel / single['images_per_s']:.2f}× |" if single else "| |")
+        )
+    shown = [r["per_image_rate"] for r in data["load"]["batch_ratios"]]
+    if shown:
+        verdict = "met" if min(shown) >= BATCH_TARGET else "not met"
+        lines += [
+            "",
+            f"Target ≥ {BATCH_TARGET:.0f}× the per-image rate of single `/predict` requests at the "
+            f"same concurrency: {verdict} ({', '.join(f'{r:.2f}×' for r in shown)}). The last "
+            f"column bounds what any batch size can reach: the in-process ceiling with {BATCH} "
+            "images per model call (decode and preprocessing stay per image), times the "
+            f"processes that can run it at once (min of workers, {cores} usable cores and "
+            "clients), over the same single-request rate.",
+        ]
+    return lines
+
+
+def _batching_reading(data: dict[str, Any]) -> str:
+    """How much of one /predict request's cost adaptive batching could save at best."""
+    costs = {cost["batch"]: cost["infer_us_per_image"] for cost in data["ceiling"]["batch_costs"]}
+    workers = data["settings"]["workers"][0]
+    singles = {
+        row["concurrency"]: row
+        for row in data["load"]["summary"]
+        if row["subject"] == DLOPS and row["workers"] == workers
+    }
+    level = READING_CONCURRENCY if READING_CONCURRENCY in singles else max(singles)
+    # With `level` clients at most `level` requests are in flight: no batch can be larger.
+    batch = max((size for size in costs if size <= level), default=min(costs))
+    saving, best = costs[1] - costs[batch], costs[1] - costs[max(costs)]
+    request_us = 1e6 / singles[level]["rps"]
+    return (
+        f"Reading: adaptive batching could save at most {_fmt(saving)} µs of inference per image "
+        f"(batches of {batch}, the most {level} clients can have in flight; "
+        f"{_fmt(best)} µs at {max(costs)}) of the {_fmt(request_us, 0)} µs a single `/predict` "
+        f"request costs at {level} clients (1e6 / {_fmt(singles[level]['rps'], 0)} rps, dlops, "
+        f"{workers} worker(s)): at most {saving / request_us:.0%} of the request."
+    )
+
+
+def _ceiling_section(data: dict[str, Any]) -> list[str]:
+    ceiling = data["ceiling"]["median"]
+    costs = data["ceiling"]["batch_costs"]
+    first = costs[0]["infer_us_per_image"]
+    lines = [
+        "| what | images/s |",
+        "| --- | ---: |",
+        "| decode + preprocess + infer, one image per model call "
+        f"| {_fmt(ceiling['single_images_per_s'], 0)} |",
+        f"| the same, {BATCH} images per model call | {_fmt(ceiling['batched_images_per_s'], 0)} |",
+        "",
+        f"One image: decode + preprocess {_fmt(ceiling['preprocess_us'], 0)} µs, inference "
+        f"{_fmt(ceiling['infer_us'], 0)} µs (medians of {len(data['ceiling']['rounds'])} "
+        "rounds, best of 3 loops each).",
+        "",
+        "Inference alone by batch size (one model call on already preprocessed uint8 [N, 28, 28] "
+        "pixels, with the sigmoid and the labels; median of 7 loops, then of the rounds). Decode "
+        f"+ preprocess stays {_fmt(ceiling['preprocess_us'])} µs per image at every batch size.",
+        "",
+        "| batch size | inference µs / image | saved vs batch 1, µs / image |",
+        "| ---: | ---: | ---: |",
+    ]
+    for cost in costs:
+        lines.append(
+            f"| {cost['batch']} | {_fmt(cost['infer_us_per_image'], 2)} "
+            f"| {_fmt(first - cost['infer_us_per_image'], 2)} |"
+        )
+    return [*lines, "", _batching_reading(data)]
+
+
+def _memory_entries(data: dict[str, Any], subject: str) -> list[dict[str, Any]]:
+    return [entry for entry in data["memory"] if entry["subject"] == subject]
+
+
+def _tree(entry: dict[str, Any], field: str, role: str | None = None) -> float:
+    return sum(p[field] for p in entry["processes"] if role is None or p["role"] == role)
+
+
+def _workers_section(data: dict[str, Any]) -> list[str]:
+    """Both servers at each worker count side by side: throughput, tail latency."""
+    summary = {(r["subject"], r["workers"], r["concurrency"]): r for r in data["load"]["summary"]}
+    ratio = {(r["workers"], r["concurrency"]): r for r in data["load"]["ratios"]}
+    lines = [
+        "| concurrency | workers | seed rps | seed p99 ms | dlops rps | dlops p99 ms "
+        "| dlops / seed rps |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for concurrency in sorted({key[2] for key in summary}):
+        for workers in data["settings"]["workers"]:
+            seed = summary.get((SEED, workers, concurrency))
+            dlops = summary.get((DLOPS, workers, concurrency))
+            if seed is None or dlops is None:
+                continue
+            lines.append(
+                f"| {concurrency} | {workers} | {_fmt(seed['rps'], 0)} | {_fmt(seed['p99_ms'], 2)} "
+                f"| {_fmt(dlops['rps'], 0)} | {_fmt(dlops['p99_ms'], 2)} "
+                f"| {ratio[(workers, concurrency)]['per_image_rate']:.2f}× |"
+            )
+    return lines
+
+
+def _memory_summary(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "| workers | seed tree RSS | seed tree PSS | dlops tree RSS | dlops tree PSS "
+        "| dlops per worker RSS | dlops per worker PSS |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    seeds = {entry["workers"]: entry for entry in _memory_entries(data, SEED)}
+    dlops_trees = {entry["workers"]: entry for entry in _memory_entries(data, DLOPS)}
+    for workers, dlops in dlops_trees.items():
+        seed = seeds[workers]
+        count = sum(p["role"] == "worker" for p in dlops["processes"])
+        per_worker = {
+            field: _tree(dlops, field, "worker") / count if count else float("nan")
+            for field in ("rss_mib", "pss_mib")
+        }
+        lines.append(
+            f"| {workers} | {_fmt(_tree(seed, 'rss_mib'))} | {_fmt(_tree(seed, 'pss_mib'))} "
+            f"| {_fmt(_tree(dlops, 'rss_mib'))} | {_fmt(_tree(dlops, 'pss_mib'))} "
+            f"| {_fmt(per_worker['rss_mib'])} | {_fmt(per_worker['pss_mib'])} |"
+        )
+    lines += ["", "MiB; per worker is the mean over dlops' worker processes (its arbiter aside)."]
+    if len(dlops_trees) > 1:
+        (low, low_entry), (high, high_entry) = min(dlops_trees.items()), max(dlops_trees.items())
+        added = (_tree(high_entry, "pss_mib") - _tree(low_entry, "pss_mib")) / (high - low)
+        lines.append(
+            f"Each dlops worker beyond {low} added {_fmt(added)} MiB of PSS to the tree "
+            f"({low} → {high} workers): what a dyno needs per extra worker."
+        )
+    return lines
+
+
 def _memory_table(data: dict[str, Any]) -> list[str]:
     lines = [
-        "| subject | process | pid | RSS MiB | PSS MiB |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| subject | workers | process | pid | RSS MiB | PSS MiB |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    for subject in SUBJECTS:
-        processes = data["memory"][subject]
-        for process in processes:
+    for entry in data["memory"]:
+        subject, workers = entry["subject"], entry["workers"]
+        for process in entry["processes"]:
             lines.append(
-                f"| {subject} | {process['role']} | {process['pid']} "
+                f"| {subject} | {workers} | {process['role']} | {process['pid']} "
                 f"| {_fmt(process['rss_mib'])} | {_fmt(process['pss_mib'])} |"
             )
-        rss = sum(process["rss_mib"] for process in processes)
-        pss = sum(process["pss_mib"] for process in processes)
-        lines.append(f"| **{subject}** | **whole tree** | | **{_fmt(rss)}** | **{_fmt(pss)}** |")
+        lines.append(
+            f"| **{subject}** | **{workers}** | **whole tree** | "
+            f"| **{_fmt(_tree(entry, 'rss_mib'))}** | **{_fmt(_tree(entry, 'pss_mib'))}** |"
+        )
     return lines
 
 
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
     settings, machine = data["settings"], data["machine"]
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
-    ceiling, cold, image = data["ceiling"]["median"], data["cold_start"], data["image_size"]
+    image = data["image_size"]
     dlops_env = " ".join(f"{k}={v}" for k, v in settings["dlops_env"].items()) or "(none)"
+    workers = settings["workers"]
+    shown_workers = ", ".join(str(w) for w in workers)
+    batch_answers = [a for a in data["answers"] if a["subject"] == BATCH_SUBJECT]
     lines = [
         "# dlops against the seed article's FastAPI app",
         "",
@@ -153,46 +380,65 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         f"multipart field `file` to `/predict`, {settings['requests']} requests per measurement "
         f"over keep-alive connections, after {settings['warmup']} warm-up requests per server. "
         f"{settings['rounds']} round(s); in each round every concurrency runs every subject in "
-        "turn (order alternating), so drift hits both alike; figures are medians across rounds. "
+        "turn (order rotating), so drift hits all alike; figures are medians across rounds. "
         "hey runs on the same cores as the servers. rps counts 200 answers only; latencies "
         "have hey's 0.1 ms resolution.",
-        f"Subjects: seed = `uvicorn bench.seed_app:app --workers {settings['seed_workers']}`; "
-        f"dlops = `bentoml serve` as `make serve` starts it, extra environment: {dlops_env}.",
+        f"{BATCH_SUBJECT}: hey POSTs one body carrying {BATCH} copies of the same image in the "
+        f"field `file` to `/predict_batch` of the same dlops server, "
+        f"{settings['batch_requests']} requests per measurement at concurrency "
+        f"{', '.join(str(c) for c in settings['batch_concurrency'])}. Checked before measuring: "
+        + "; ".join(
+            f"{a['workers']} worker(s): {a['answer']['items']} answers, "
+            + ", ".join(f"{n} × label {label!r}" for label, n in a["answer"]["labels"].items())
+            for a in batch_answers
+        )
+        + ".",
+        f"Subjects: seed = `uvicorn bench.seed_app:app --workers W`; dlops = "
+        f"`DLOPS_WORKERS=W bentoml serve` as `make serve` starts it, extra environment: "
+        f"{dlops_env}; W = {shown_workers}"
+        + (
+            " (one pair of servers per W, one W after the other; rounds alternate within each W)."
+            if len(workers) > 1
+            else "."
+        ),
         "",
-        "## Throughput and latency",
+        "## Throughput and latency: one image per request to `/predict`",
         "",
         *_load_table(data),
         "",
+        f"## Batch: {BATCH} images per request to `/predict_batch`",
+        "",
+        *_batch_section(data),
+        "",
+    ]
+    if len(workers) > 1:
+        lines += ["## Workers", "", *_workers_section(data), ""]
+    lines += [
         "## Ceiling: the service's code in one process, no HTTP",
         "",
-        "| what | images/s |",
-        "| --- | ---: |",
-        "| decode + preprocess + infer, one image per model call "
-        f"| {_fmt(ceiling['single_images_per_s'], 0)} |",
-        f"| the same, {data['ceiling']['batch']} images per model call "
-        f"| {_fmt(ceiling['batched_images_per_s'], 0)} |",
-        "",
-        f"One image: decode + preprocess {_fmt(ceiling['preprocess_us'], 0)} µs, inference "
-        f"{_fmt(ceiling['infer_us'], 0)} µs (medians of {len(data['ceiling']['rounds'])} "
-        "rounds, best of 3 loops each).",
+        *_ceiling_section(data),
         "",
         "## Cold start: process start to the first 200",
         "",
-        "| subject | probe | median s | samples s |",
-        "| --- | --- | ---: | --- |",
+        "| subject | workers | probe | median s | samples s |",
+        "| --- | ---: | --- | ---: | --- |",
     ]
-    for subject in SUBJECTS:
-        samples = cold[subject]["samples_s"]
+    for entry in data["cold_start"]:
+        samples = entry["samples_s"]
         lines.append(
-            f"| {subject} | GET {cold[subject]['probe']} | {statistics.median(samples):.2f} "
-            f"| {', '.join(f'{s:.2f}' for s in samples)} |"
+            f"| {entry['subject']} | {entry['workers']} | GET {entry['probe']} "
+            f"| {statistics.median(samples):.2f} | {', '.join(f'{s:.2f}' for s in samples)} |"
         )
     lines += [
         "",
         "## Memory after the load",
         "",
         "RSS counts shared pages in every process that maps them; PSS splits them, so its sum is "
-        "the tree's real footprint.",
+        "the tree's real footprint. Both servers run side by side, so the pages of the libraries "
+        "they share (Python, numpy, onnxruntime) are split across the two trees: a tree alone "
+        "would show a little more PSS.",
+        "",
+        *_memory_summary(data),
         "",
         *_memory_table(data),
         "",
@@ -212,50 +458,65 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 def write_plot(path: Path, data: dict[str, Any]) -> None:
     summary = data["load"]["summary"]
     concurrencies = sorted({row["concurrency"] for row in summary})
+    several = len(data["settings"]["workers"]) > 1
     figure, (throughput, tail) = plt.subplots(1, 2, figsize=(11, 4.5))
     for subject in SUBJECTS:
-        rows = sorted(
-            (row for row in summary if row["subject"] == subject), key=lambda r: r["concurrency"]
-        )
-        x = [row["concurrency"] for row in rows]
-        (line,) = throughput.plot(x, [row["rps"] for row in rows], marker="o", label=subject)
-        throughput.fill_between(
-            x,
-            [row["rps_min"] for row in rows],
-            [row["rps_max"] for row in rows],
-            color=line.get_color(),
-            alpha=0.2,
-        )
-        tail.plot(x, [row["p99_ms"] for row in rows], marker="o", label=subject)
+        for workers in data["settings"]["workers"]:
+            rows = sorted(
+                (r for r in summary if (r["subject"], r["workers"]) == (subject, workers)),
+                key=lambda r: r["concurrency"],
+            )
+            plural = "s" if workers > 1 else ""
+            label = f"{subject}, {workers} worker{plural}" if several else subject
+            x = [row["concurrency"] for row in rows]
+            # Images per second puts batch requests on the same scale as single ones.
+            scale = [row["images_per_request"] for row in rows]
+            (line,) = throughput.plot(
+                x, [row["images_per_s"] for row in rows], marker="o", label=label
+            )
+            throughput.fill_between(
+                x,
+                [row["rps_min"] * s for row, s in zip(rows, scale, strict=True)],
+                [row["rps_max"] * s for row, s in zip(rows, scale, strict=True)],
+                color=line.get_color(),
+                alpha=0.2,
+            )
+            tail.plot(x, [row["p99_ms"] for row in rows], marker="o", label=label)
     ceiling = data["ceiling"]["median"]
     throughput.axhline(
-        ceiling["single_images_per_s"], color="grey", linestyle="--", label="ceiling, 1 image"
+        ceiling["single_images_per_s"],
+        color="grey",
+        linestyle="--",
+        label="ceiling, 1 image per call, one core",
     )
     throughput.axhline(
         ceiling["batched_images_per_s"],
         color="grey",
         linestyle=":",
-        label=f"ceiling, batch of {data['ceiling']['batch']}",
+        label=f"ceiling, {BATCH} images per call, one core",
     )
-    throughput.set(yscale="log", ylabel="200 answers per second (median, min–max shaded)")
+    throughput.set(yscale="log", ylabel="images answered per second (median, min–max shaded)")
     throughput.set_title("Throughput")
-    tail.set(ylabel="p99 latency, ms (median)")
+    tail.set(yscale="log", ylabel="p99 latency per request, ms (median)")
     tail.set_title("p99 latency")
     for axes in (throughput, tail):
         axes.set_xscale("log", base=2)
         axes.set_xticks(concurrencies, [str(c) for c in concurrencies])
         axes.set_xlabel("concurrent connections")
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
+    # One legend under both panels: with several worker counts it would cover the lines.
+    handles, labels = throughput.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize="small")
     figure.suptitle(f"dlops vs seed, {data['machine']['cpu_model']}, {data['machine']['date']}")
-    figure.tight_layout()
+    rows = -(-len(labels) // 4)  # the legend's rows, rounded up
+    figure.tight_layout(rect=(0, 0.045 * rows, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def write_all(directory: Path, data: dict[str, Any]) -> list[Path]:
+def write_all(directory: Path, stem: str, data: dict[str, Any]) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / "latest.json", directory / "latest.md", directory / "latest.png"]
+    paths = [directory / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
     write_json(paths[0], data)
     write_markdown(paths[1], data)
     write_plot(paths[2], data)

@@ -1,10 +1,12 @@
 """Benchmark dlops against the seed article's FastAPI app: `python -m bench.run [--quick]`.
 
-Three subjects: the ceiling (the service's own code in this process, no HTTP), the seed app under
-uvicorn and dlops under `bentoml serve`. Both servers run side by side and are measured in
-alternating rounds (round -> concurrency -> subject), so whatever drifts during the run (CPU
-boost, page cache, a neighbour's load) hits both alike. Then cold starts, memory and the image
-size. Writes bench/results/latest.{json,md,png}.
+The subjects: the ceiling (the service's own code in this process, no HTTP), the seed app under
+uvicorn, dlops under `bentoml serve`, and dlops' /predict_batch with 64 images per request. Both
+servers run side by side and are measured in alternating rounds (round -> concurrency ->
+subject), so whatever drifts during the run (CPU boost, page cache, a neighbour's load) hits all
+alike. With `--workers 1 2` that happens once per worker count, each with its own pair of
+servers. Then memory, cold starts and the image size. Writes bench/results/latest.{json,md,png},
+or workers.{json,md,png} when comparing worker counts, so that neither run overwrites the other.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import re
 import shlex
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -32,29 +36,42 @@ from bench import report
 from bench.ceiling import BATCH, measure_ceiling
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import container_image_size, machine_info
+from bench.report import BATCH_SUBJECT, DLOPS, SEED
 from bench.servers import ROOT, Server, dlops_server, import_model, seed_server
 
+T = TypeVar("T")
 FIXTURES = ROOT / "tests" / "fixtures" / "digits"
 RESULTS = ROOT / "bench" / "results"
 CONCURRENCIES = (1, 16, 64)
+# Each batch request carries 64 images: 64 of them in flight would be 4096 images queued, far
+# beyond what the single-image levels compare with.
+BATCH_CONCURRENCIES = (1, 16)
 WARMUP_CONCURRENCY = 16
-# (full, --quick): the full run takes a few minutes on 2 cores, the quick one about one.
+# (full, --quick): the full run takes a few minutes on 2 cores, the quick one about one. A batch
+# request costs about a dozen single ones, so it gets a fifth of the requests: a measurement then
+# takes 2-3 s instead of 1.
 DEFAULTS = {
     "rounds": (5, 1),
     "requests": (3000, 1000),
+    "batch_requests": (600, 200),
     "warmup": (1000, 300),
     "cold_starts": (5, 1),
 }
+# The default run writes latest.*; any other set of worker counts writes this stem instead.
+DEFAULT_WORKERS = [1]
+WORKERS_STEM = "workers"
 
 
 @dataclass(frozen=True)
 class Settings:
     rounds: int
     requests: int
+    batch_requests: int
     warmup: int
     cold_starts: int
     concurrency: list[int]
-    seed_workers: int
+    batch_concurrency: list[int]
+    workers: list[int]
     dlops_env: dict[str, str]
     image: Path
     output: Path
@@ -91,6 +108,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--requests", type=int, help="requests per measurement (default 3000, quick 1000)"
     )
     parser.add_argument(
+        "--batch-requests",
+        type=int,
+        help=f"requests per /predict_batch measurement, {BATCH} images each "
+        "(default 600, quick 200)",
+    )
+    parser.add_argument(
         "--warmup", type=int, help="warm-up requests per server (default 1000, quick 300)"
     )
     parser.add_argument(
@@ -103,14 +126,28 @@ def parse_args(argv: list[str] | None) -> Settings:
         default=list(CONCURRENCIES),
         help="connections (default 1 16 64)",
     )
-    parser.add_argument("--seed-workers", type=int, default=1, help="uvicorn --workers (default 1)")
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        nargs="+",
+        default=list(BATCH_CONCURRENCIES),
+        help=f"connections for {BATCH_SUBJECT} (default 1 16)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=DEFAULT_WORKERS,
+        help="worker counts to compare, each for both servers: uvicorn --workers W and "
+        f"DLOPS_WORKERS=W (default 1; other than that, writes {WORKERS_STEM}.*)",
+    )
     parser.add_argument(
         "--dlops-env",
         type=_env_pair,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for bentoml serve, e.g. DLOPS_WORKERS=2 (repeatable)",
+        help="extra environment for bentoml serve, e.g. DLOPS_ACCESS_LOG=1 (repeatable)",
     )
     parser.add_argument("--image", type=Path, help="28x28 grayscale PNG (default: a fixture)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
@@ -119,18 +156,27 @@ def parse_args(argv: list[str] | None) -> Settings:
         name: getattr(args, name) if getattr(args, name) is not None else full_quick[args.quick]
         for name, full_quick in DEFAULTS.items()
     }
-    if min(counts.values()) < 1 or min(args.concurrency) < 1 or args.seed_workers < 1:
+    levels = [*args.concurrency, *args.batch_concurrency]
+    if min(counts.values()) < 1 or min(levels) < 1 or min(args.workers) < 1:
         parser.error("counts, concurrencies and workers must be at least 1")
     if counts["requests"] < max(args.concurrency):
         parser.error("--requests must be at least the highest --concurrency")
+    if counts["batch_requests"] < max(args.batch_concurrency):
+        parser.error("--batch-requests must be at least the highest --batch-concurrency")
+    if len(set(args.workers)) != len(args.workers):
+        parser.error("--workers: each worker count once")
+    dlops_env = dict(args.dlops_env)
+    if "DLOPS_WORKERS" in dlops_env:
+        parser.error("set the worker count with --workers, which applies to both servers")
     image = args.image or default_image()
     if not _is_mnist_sized(image):
         parser.error(f"{image} is not a 28x28 grayscale PNG, which the seed app needs")
     return Settings(
         **counts,
         concurrency=args.concurrency,
-        seed_workers=args.seed_workers,
-        dlops_env=dict(args.dlops_env),
+        batch_concurrency=args.batch_concurrency,
+        workers=args.workers,
+        dlops_env=dlops_env,
         image=image.resolve(),
         output=args.output,
     )
@@ -155,86 +201,170 @@ def running(*servers: Server) -> Iterator[None]:
             server.stop()
 
 
-def _rotated(names: list[str], by: int) -> list[str]:
-    # Rotating the order each round keeps either subject from always following the other.
-    shift = by % len(names)
-    return names[shift:] + names[:shift]
+def _rotated(items: list[T], by: int) -> list[T]:
+    # Rotating the order each round keeps any subject from always following another.
+    shift = by % len(items)
+    return items[shift:] + items[:shift]
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What hey measures: one route of a running server, the body it gets and at which levels."""
+
+    name: str
+    server: Server
+    path: str
+    body_path: Path
+    images_per_request: int
+    requests: int
+    concurrency: list[int]
+
+    @property
+    def url(self) -> str:
+        return self.server.url + self.path
+
+
+def _server_factories(
+    settings: Settings, workers: int, home: Path, log_dir: Path
+) -> dict[str, Callable[[], Server]]:
+    env = {**settings.dlops_env, "DLOPS_WORKERS": str(workers)}
+    return {
+        SEED: partial(seed_server, log_dir, workers),
+        DLOPS: partial(dlops_server, home, log_dir, env),
+    }
+
+
+def check_batch_answer(answer: Any, label: str) -> dict[str, Any]:
+    """A record of /predict_batch's answer, once it is known to answer every image.
+
+    hey only sees the status: a route that answered 200 with errors (or too few answers) fast
+    would otherwise look like speed.
+    """
+    items = answer if isinstance(answer, list) else []
+    good = [i for i in items if isinstance(i, dict) and set(i) == {"proba", "label"}]
+    if len(items) != BATCH or len(good) != BATCH or {i["label"] for i in good} != {label}:
+        raise RuntimeError(
+            f"/predict_batch did not answer {BATCH} x {{proba, label: {label!r}}}: "
+            f"{str(answer)[:500]}"
+        )
+    labels = Counter(item["label"] for item in items)
+    return {"items": len(items), "labels": dict(labels), "first": items[0]}
+
+
 def measure_load(
-    settings: Settings, servers: dict[str, Server], hey: str, body: bytes, body_path: Path
+    settings: Settings,
+    workers: int,
+    servers: dict[str, Server],
+    hey: str,
+    body_path: Path,
+    batch_body_path: Path,
 ) -> dict[str, Any]:
     """Answers, ceiling and load in alternating rounds, then memory; the servers are running."""
-    answers = {name: post_once(f"{s.url}/predict", body) for name, s in servers.items()}
-    log(f"answers: {answers}")
-    if len({answer.get("label") for answer in answers.values()}) != 1:
+    single_levels = settings.concurrency
+    subjects = [
+        *(
+            Subject(name, servers[name], "/predict", body_path, 1, settings.requests, single_levels)
+            for name in (SEED, DLOPS)
+        ),
+        Subject(
+            BATCH_SUBJECT,
+            servers[DLOPS],
+            "/predict_batch",
+            batch_body_path,
+            BATCH,
+            settings.batch_requests,
+            settings.batch_concurrency,
+        ),
+    ]
+    tag = f"[{workers} worker{'s' if workers > 1 else ''}]"
+    answers = {s.name: post_once(s.url, s.body_path.read_bytes()) for s in subjects}
+    answers[BATCH_SUBJECT] = check_batch_answer(answers[BATCH_SUBJECT], answers[DLOPS]["label"])
+    log(f"{tag} answers: {answers}")
+    if answers[SEED].get("label") != answers[DLOPS].get("label"):
         log("warning: the subjects disagree about the image; the figures compare different work")
-    for name, server in servers.items():
-        run_hey(hey, f"{server.url}/predict", body_path, settings.warmup, WARMUP_CONCURRENCY)
-        log(f"warmed up {name}")
+    for subject in subjects:
+        # Proportional to the measurement, so a batch warm-up is not 64 times longer.
+        requests = max(WARMUP_CONCURRENCY, settings.warmup * subject.requests // settings.requests)
+        run_hey(hey, subject.url, subject.body_path, requests, WARMUP_CONCURRENCY)
+        log(f"{tag} warmed up {subject.name}")
     png = settings.image.read_bytes()
+    levels = list(dict.fromkeys([*settings.concurrency, *settings.batch_concurrency]))
     runs: list[dict[str, Any]] = []
     ceilings = []
     for round_index in range(settings.rounds):
         ceiling = measure_ceiling(png)
         ceilings.append(dataclasses.asdict(ceiling))
         log(
-            f"round {round_index + 1}/{settings.rounds}: ceiling "
+            f"{tag} round {round_index + 1}/{settings.rounds}: ceiling "
             f"{ceiling.single_images_per_s:,.0f} images/s single, "
             f"{ceiling.batched_images_per_s:,.0f} batched"
         )
-        order = _rotated(list(servers), round_index)
-        for concurrency in settings.concurrency:
-            for name in order:
-                url = f"{servers[name].url}/predict"
-                result = run_hey(hey, url, body_path, settings.requests, concurrency)
+        for concurrency in levels:
+            present = [s for s in subjects if concurrency in s.concurrency]
+            for subject in _rotated(present, round_index):
+                result = run_hey(hey, subject.url, subject.body_path, subject.requests, concurrency)
                 runs.append(
-                    {"round": round_index + 1, "subject": name, **dataclasses.asdict(result)}
+                    {
+                        "round": round_index + 1,
+                        "workers": workers,
+                        "subject": subject.name,
+                        "images_per_request": subject.images_per_request,
+                        **dataclasses.asdict(result),
+                    }
                 )
                 log(
-                    f"round {round_index + 1} c={concurrency:<3} {name:<5} "
+                    f"{tag} round {round_index + 1} c={concurrency:<3} {subject.name:<14} "
                     f"{result.rps:7.0f} rps  p50 {result.p50_ms:6.2f} ms  "
                     f"p99 {result.p99_ms:7.2f} ms  non-200 {result.non_200}"
                     + (f" {result.statuses}" if result.non_200 else "")
                 )
-    memory = {
-        name: [dataclasses.asdict(m) for m in server.memory()] for name, server in servers.items()
-    }
-    summary = report.summarise(runs, settings.concurrency)
+    memory = [
+        {
+            "subject": name,
+            "workers": workers,
+            "processes": [dataclasses.asdict(m) for m in server.memory()],
+        }
+        for name, server in servers.items()
+    ]
     return {
-        "answers": answers,
-        "ceiling": {
-            "batch": BATCH,
-            "rounds": ceilings,
-            "median": {key: statistics.median(c[key] for c in ceilings) for key in ceilings[0]},
-        },
-        "load": {"runs": runs, "summary": summary, "ratios": report.ratios(summary, runs)},
+        "answers": [
+            {"subject": name, "workers": workers, "answer": answer}
+            for name, answer in answers.items()
+        ],
+        "ceilings": ceilings,
+        "runs": runs,
         "memory": memory,
     }
 
 
-def measure_cold_starts(settings: Settings, home: Path, log_dir: Path) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {"seed": [], "dlops": []}
-    probes = {}
-    starts = {
-        "seed": lambda: seed_server(log_dir, settings.seed_workers),
-        "dlops": lambda: dlops_server(home, log_dir, settings.dlops_env),
-    }
-    for index in range(settings.cold_starts):
-        for name in _rotated(list(starts), index):
-            server = starts[name]()
-            probes[name] = server.ready_path
-            try:
-                server.start()
-                samples[name].append(server.wait_ready())
-            finally:
-                server.stop()
-            log(f"cold start {index + 1}/{settings.cold_starts} {name}: {samples[name][-1]:.2f} s")
-    return {name: {"probe": probes[name], "samples_s": samples[name]} for name in samples}
+def measure_cold_starts(settings: Settings, home: Path, log_dir: Path) -> list[dict[str, Any]]:
+    measured = []
+    for workers in settings.workers:
+        starts = _server_factories(settings, workers, home, log_dir)
+        samples: dict[str, list[float]] = {name: [] for name in starts}
+        probes = {}
+        for index in range(settings.cold_starts):
+            for name in _rotated(list(starts), index):
+                server = starts[name]()
+                probes[name] = server.ready_path
+                try:
+                    server.start()
+                    samples[name].append(server.wait_ready())
+                finally:
+                    server.stop()
+                log(
+                    f"cold start {index + 1}/{settings.cold_starts} {name}, {workers} worker(s): "
+                    f"{samples[name][-1]:.2f} s"
+                )
+        measured += [
+            {"subject": name, "workers": workers, "probe": probes[name], "samples_s": samples[name]}
+            for name in samples
+        ]
+    return measured
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,25 +372,44 @@ def main(argv: list[str] | None = None) -> None:
     # A plain `kill` must also run the finally blocks that stop the servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.perf_counter()
+    if max(settings.workers) > 1 and importlib.util.find_spec("uvloop") is None:
+        # uvicorn --workers N hands its workers a listening socket with proto 0; asyncio then
+        # leaves Nagle on for every connection (uvloop does not), and each keep-alive request
+        # waits ~40 ms for a delayed ACK: ~23 rps at one client. Kludex/uvicorn#3149.
+        log(
+            "warning: uvloop is not installed: the seed with more than one worker will measure "
+            "Nagle's algorithm, not the app (~44 ms per request; uvicorn issue #3149)"
+        )
     hey = ensure_hey()
     machine = machine_info()  # after hey's install, which it reports on
     png = settings.image.read_bytes()
-    body = multipart_body(png)
     with tempfile.TemporaryDirectory(prefix="dlops-bench-") as temporary:
         scratch = Path(temporary)
         body_path = scratch / "body.bin"
-        body_path.write_bytes(body)
+        body_path.write_bytes(multipart_body(png))
+        batch_body_path = scratch / "batch-body.bin"
+        batch_body_path.write_bytes(multipart_body(png, copies=BATCH))
         home = scratch / "bentoml"
         log("importing the model into a temporary BentoML home")
         import_model(home)
-        servers = {
-            "seed": seed_server(scratch, settings.seed_workers),
-            "dlops": dlops_server(home, scratch, settings.dlops_env),
-        }
-        with running(*servers.values()):
-            log(", ".join(f"{name} at {server.url}" for name, server in servers.items()))
-            measured = measure_load(settings, servers, hey, body, body_path)
+        measured = []
+        # One worker count after the other: two pairs of servers side by side would split the
+        # shared libraries' pages four ways and blur the memory figures.
+        for workers in settings.workers:
+            factories = _server_factories(settings, workers, home, scratch)
+            servers = {name: make() for name, make in factories.items()}
+            with running(*servers.values()):
+                log(
+                    f"{workers} worker(s): "
+                    + ", ".join(f"{name} at {server.url}" for name, server in servers.items())
+                )
+                measured.append(
+                    measure_load(settings, workers, servers, hey, body_path, batch_body_path)
+                )
         cold_start = measure_cold_starts(settings, home, scratch)
+    runs = [run for block in measured for run in block["runs"]]
+    ceilings = [ceiling for block in measured for ceiling in block["ceilings"]]
+    summary = report.summarise(runs)
     data = {
         "command": shlex.join(
             ["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
@@ -275,12 +424,21 @@ def main(argv: list[str] | None = None) -> None:
             "output": str(settings.output),
         },
         "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
-        **measured,
+        "answers": [answer for block in measured for answer in block["answers"]],
+        "ceiling": {"batch": BATCH, "rounds": ceilings, **report.summarise_ceiling(ceilings)},
+        "load": {
+            "runs": runs,
+            "summary": summary,
+            "ratios": report.ratios(summary, runs, DLOPS, SEED),
+            "batch_ratios": report.ratios(summary, runs, BATCH_SUBJECT, DLOPS),
+        },
+        "memory": [entry for block in measured for entry in block["memory"]],
         "cold_start": cold_start,
         "image_size": container_image_size(),
         "wall_seconds": time.perf_counter() - started,
     }
-    for path in report.write_all(settings.output, data):
+    stem = "latest" if settings.workers == DEFAULT_WORKERS else WORKERS_STEM
+    for path in report.write_all(settings.output, stem, data):
         log(f"wrote {path}")
 
 
