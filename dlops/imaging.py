@@ -51,6 +51,12 @@ POLARITY_QUANTILE = 0.002
 NOISE_LAG = 2
 NOISE_SIGMAS = 3.0
 NO_INK_SIGMAS = 8.0
+# Noise is measured on pixel pairs at least this far from ink, when they are at least this share
+# of all pairs: fewer means "ink" is speckle all over (pure noise), and the few pairs left were
+# picked for being quiet, which would understate the noise.
+NOISE_INK_MARGIN = 2
+MIN_NOISE_PAIR_SHARE = 0.1
+NOISE_MIN_SIDE = 64
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 # Otsu's threshold splits ink from background; a share of it is taken off every pixel (which kills
 # the haze that a shadow or JPEG blocking leaves) and marks the pixels the background fit ignores.
@@ -168,13 +174,14 @@ def to_grayscale_ink(image: Image.Image) -> np.ndarray:
         ink = polarity * (lightness - frame[0])
     else:
         ink = polarity * (lightness - _background_surface(lightness, polarity))
-    noise_sigma = _noise_sigma(lightness)
+    sample = _strided_sample(ink, STATISTICS_SAMPLE)
+    otsu = _otsu_threshold(sample)
+    noise_sigma = _noise_sigma(lightness, is_ink=ink > otsu)
     if float(ink.max()) < NO_INK_SIGMAS * noise_sigma:
         # Nothing stands out of the noise further than the noise itself does somewhere in a
         # million pixels: a photo of blank paper, whose specks must not be stretched into a digit.
         return np.zeros_like(ink)
-    sample = _strided_sample(ink, STATISTICS_SAMPLE)
-    ink -= max(NOISE_SIGMAS * noise_sigma, OTSU_SHARE * _otsu_threshold(sample))
+    ink -= max(NOISE_SIGMAS * noise_sigma, OTSU_SHARE * otsu)
     return np.maximum(ink, 0.0, out=ink)
 
 
@@ -344,18 +351,44 @@ def _background_surface(lightness: np.ndarray, polarity: float) -> np.ndarray:
     )
 
 
-def _noise_sigma(lightness: np.ndarray) -> float:
+def _noise_sigma(lightness: np.ndarray, is_ink: np.ndarray) -> float:
     """Pixel noise (paper grain, sensor and JPEG noise) from differences between near neighbours.
 
-    Pixels two apart share the background and the lighting, so their difference is noise alone
-    except at stroke edges, which the median ignores; two apart rather than adjacent because JPEG
-    smooths the noise of neighbours together. A difference holds the noise of two pixels.
+    Pixels two apart share the background and the lighting, so their difference is noise alone;
+    two apart rather than adjacent because JPEG smooths the noise of neighbours together. Pairs
+    near ink are left out: in a tight crop of a bold digit most pairs straddle a stroke, and
+    their differences would pass for noise loud enough to hide the digit itself. Where nothing
+    is far from ink (pure noise, where "ink" is speckled everywhere) all pairs count, and the
+    median ignores stroke edges. A difference holds the noise of two pixels.
     """
-    rows = lightness[:: _sample_stride(lightness.size, STATISTICS_SAMPLE)]
+    stride = _sample_stride(lightness.size, STATISTICS_SAMPLE)
+    rows = lightness[::stride]
     if rows.shape[1] <= NOISE_LAG:
         return 0.0
     differences = rows[:, NOISE_LAG:] - rows[:, :-NOISE_LAG]
+    far = ~_dilate(is_ink[::stride], NOISE_INK_MARGIN)
+    background_differences = differences[far[:, NOISE_LAG:] & far[:, :-NOISE_LAG]]
+    if background_differences.size >= MIN_NOISE_PAIR_SHARE * differences.size:
+        differences = background_differences
+    elif min(lightness.shape) < NOISE_MIN_SIDE:
+        # A small picture that is ink nearly everywhere is a tight digital crop of a digit (a
+        # scan, a dataset image), not a photo of paper: its noise cannot be told from its strokes,
+        # so none is assumed and only the contrast test decides whether it is blank.
+        return 0.0
     return MAD_TO_SIGMA * float(np.median(np.abs(differences))) / np.sqrt(2.0)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """The mask grown by ``radius`` pixels in every direction (a square structuring element)."""
+    grown = mask.copy()
+    for shift in range(1, radius + 1):
+        grown[shift:] |= mask[:-shift]
+        grown[:-shift] |= mask[shift:]
+    rows_grown = grown.copy()
+    for shift in range(1, radius + 1):
+        grown[:, shift:] |= rows_grown[:, :-shift]
+        grown[:, :-shift] |= rows_grown[:, shift:]
+    return grown
 
 
 def _sample_stride(pixel_count: int, sample_size: int) -> int:

@@ -374,6 +374,22 @@ def test_size_parameter_generalises_the_28_pixel_field() -> None:
     assert max(ink_box(output)) == 40
 
 
+@pytest.mark.parametrize("side", [16, 24, 32])
+@pytest.mark.parametrize("path", DIGITS, ids=lambda p: p.name)
+def test_tightly_cropped_small_digit_is_not_blank(path: Path, side: int) -> None:
+    """A digit cropped to its ink and squeezed into a small square (as in USPS-style datasets)
+    has ink nearly everywhere: its stroke edges must not pass for noise that hides it."""
+    digit = pixels_of(path)
+    rows, columns = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    tight = Image.fromarray(digit[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1])
+    output = to_model_input(encoded(tight.resize((side, side), Image.Resampling.BILINEAR)))
+    assert output.shape == (SIZE, SIZE)
+    assert int(output.max()) == 255
+    assert max(ink_box(output)) <= BOX
+    row_com, column_com = centre_of_mass(output)
+    assert abs(row_com - SIZE / 2) <= 1.0 and abs(column_com - SIZE / 2) <= 1.0
+
+
 def test_large_photo_is_downscaled_with_antialiasing() -> None:
     """A one-pixel diagonal in a 2000x2000 picture: point sampling would break it into dots."""
     canvas = Image.new("L", (2000, 2000), 255)
