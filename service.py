@@ -16,12 +16,10 @@ from pydantic import BaseModel, Field
 
 from dlops import config
 from dlops.direct_route import DirectRouteService, direct_route
-from dlops.errors import ClientError, JsonErrorMiddleware, install_quiet_client_errors
+from dlops.errors import ClientError, JsonErrorMiddleware
 from dlops.imaging import ImageError, to_model_input
 from dlops.inference import BackgroundLoader, BinaryImageClassifier
 from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
-
-install_quiet_client_errors()
 
 
 class Prediction(BaseModel):

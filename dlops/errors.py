@@ -1,16 +1,14 @@
 """One place that turns every failed request into ``{"error": "..."}`` with a 4xx status.
 
-Stock BentoML 1.4.39 answers its own 4xx errors as a JSON *array* (``[{"error": ...}]``),
-Starlette answers unknown routes and wrong methods in plain text, and an exception raised while
-reading a request is logged with a full traceback as if the server had failed. The middleware here
-rewrites every error response into one JSON object, and the logging filter keeps client mistakes
-out of the error log.
+The prediction routes answer their own errors (dlops/direct_route.py) from ``ClientError``.
+For everything else, stock BentoML 1.4.39 answers its 4xx errors as a JSON *array*
+(``[{"error": ...}]``) and Starlette answers unknown routes and wrong methods in plain text; the
+middleware here rewrites every such error response into one JSON object.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -36,23 +34,6 @@ class ClientError(BentoMLException):
 
     def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST) -> None:
         super().__init__(message, error_code=HTTPStatus(status))
-
-
-class QuietClientErrors(logging.Filter):
-    """Log a client's mistake as one INFO line instead of an ERROR with a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], ClientError):
-            error = record.exc_info[1]
-            record.msg = "%s: client error %d: %s"
-            record.args = (record.args[0] if record.args else "", error.error_code, error.message)
-            record.exc_info = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def install_quiet_client_errors() -> None:
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
 
 
 def error_message(status: int, body: bytes, content_type: str, scope: Scope) -> str:
