@@ -43,7 +43,7 @@ MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
 # client's error ours and readable instead of the router's H12 page. On the prediction routes it
 # bounds the upload (408 after it); BentoML applies it to its own routes.
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
-# One worker per process tree: the model takes ~50 µs an image, so a second worker mostly adds
+# One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
 # memory (~130 MiB) on a small dyno. Raise it on machines with more cores.
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # How long a request that arrives while the model is still loading waits for it before a 503.

@@ -55,7 +55,7 @@ def open_session(model_path: Path | str) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    # One image costs ~50 µs: spreading that over a thread pool only adds hand-off jitter
+    # One image costs ~20 µs: spreading that over a thread pool only adds hand-off jitter
     # (p99 spikes of 1-4 ms were measured with the default pool), and workers scale by process.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
