@@ -44,7 +44,8 @@ MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
 # bounds the upload (408 after it); BentoML applies it to its own routes.
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
-# memory (~130 MiB) on a small dyno. Raise it on machines with more cores.
+# memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
+# throughput on 2 cores. Raise it on machines with more cores.
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # How long a request that arrives while the model is still loading waits for it before a 503.
 MODEL_WAIT_SECONDS = min(10, REQUEST_TIMEOUT_SECONDS / 2)
