@@ -32,8 +32,12 @@ BATCH_HOW_TO_SEND = (
 class ClientError(BentoMLException):
     """A request the client must change: the message says what was wrong and what is expected."""
 
-    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST) -> None:
+    def __init__(
+        self, message: str, status: int = HTTPStatus.BAD_REQUEST, kind: str | None = None
+    ) -> None:
         super().__init__(message, error_code=HTTPStatus(status))
+        # What went wrong, for the dlops_errors_total{kind} metric: "no_ink", "not_an_image"...
+        self.kind = kind or HTTPStatus(status).name.lower()
 
 
 def error_message(status: int, body: bytes, content_type: str, scope: Scope) -> str:

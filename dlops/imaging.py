@@ -198,7 +198,12 @@ def mnist_normalise(ink: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
         if _is_mnist_normalised(ink, size):
             return ink
         ink = ink.astype(np.float32) / 255.0
-    ink = np.nan_to_num(np.asarray(ink, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    # A caller's array may hold anything: NaN, infinities and float64 values beyond float32's
+    # range count as background, values below the background as no ink.
+    with np.errstate(over="ignore"):
+        ink = np.asarray(ink, dtype=np.float32)
+    ink = np.nan_to_num(ink, nan=0.0, posinf=0.0, neginf=0.0)
+    np.maximum(ink, 0.0, out=ink)
     peak = float(ink.max()) if ink.size else 0.0
     if peak < MIN_INK_CONTRAST:
         raise NoInkError(
@@ -209,7 +214,8 @@ def mnist_normalise(ink: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     strong_ink = ink >= BOX_INK_SHARE * peak
     rows = np.flatnonzero(strong_ink.any(axis=1))
     columns = np.flatnonzero(strong_ink.any(axis=0))
-    digit = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    # On the 0..1 scale, so that the sums taken for the centre of mass cannot overflow.
+    digit = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1] / np.float32(peak)
     digit = _fit_into_box(digit, box=round(size * MNIST_BOX / MNIST_SIZE))
     field = _paste_centred_by_mass(digit, size)
     # LANCZOS rings slightly below zero next to strokes; the clip removes it before stretching.
@@ -221,7 +227,15 @@ def to_model_input(
     data: bytes, size: int = MNIST_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Upload bytes -> uint8 [size, size] MNIST-style digit; raises only ImageError subclasses."""
-    image = decode_image(data, max_pixels=max_pixels)
+    return to_mnist_digit(decode_image(data, max_pixels=max_pixels), size=size)
+
+
+def to_mnist_digit(image: Image.Image, size: int = MNIST_SIZE) -> np.ndarray:
+    """A decoded image -> uint8 [size, size] MNIST-style digit; raises only ImageError subclasses.
+
+    The second half of ``to_model_input``, apart so that decoding and preprocessing can be timed
+    separately.
+    """
     if image.mode == "L" and image.size == (size, size) and "transparency" not in image.info:
         pixels = np.array(image)  # a writable copy: the caller may batch or scale it in place
         if _is_mnist_normalised(pixels, size):
@@ -262,7 +276,12 @@ def _scale_to_unit(values: np.ndarray, mode: str) -> np.ndarray:
         for nominal_max in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
             if high <= nominal_max:
                 return values / nominal_max
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if high <= low:
+        return np.zeros_like(values)
+    # Halved first: float pixels can span more than float32 holds (-3e38..3e38), and their
+    # difference would overflow to infinity, then NaN.
+    half_low = np.float32(low / 2)
+    return (values * np.float32(0.5) - half_low) / np.float32(high / 2 - low / 2)
 
 
 def _composite_on_contrasting_backdrop(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ class Signature:
 class Prediction:
     proba: float
     label: str
+
+
+# Told of every model call: its duration in seconds and each image's (probability, label).
+InferenceObserver = Callable[[float, list[tuple[float, str]]], None]
 
 
 def open_session(model_path: Path | str) -> ort.InferenceSession:
@@ -109,21 +114,37 @@ def sigmoid(logit: float) -> float:
 class BinaryImageClassifier:
     """An ONNX session plus the threshold and labels that turn its logit into an answer."""
 
-    def __init__(self, model_path: Path | str, threshold: float, labels: tuple[str, str]) -> None:
+    def __init__(
+        self,
+        model_path: Path | str,
+        threshold: float,
+        labels: tuple[str, str],
+        observer: InferenceObserver | None = None,
+    ) -> None:
         if not 0.0 < threshold < 1.0 or math.isnan(threshold):
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         self.session = open_session(model_path)
         self.signature = read_signature(self.session)
         self.threshold = threshold
         self.negative_label, self.positive_label = labels
+        self.observer = observer
 
     @classmethod
     def from_metadata(
-        cls, model_dir: Path, metadata: dict[str, Any], model_file: str
+        cls,
+        model_dir: Path,
+        metadata: dict[str, Any],
+        model_file: str,
+        observer: InferenceObserver | None = None,
     ) -> BinaryImageClassifier:
         """Build from a model store entry written by import_model.py."""
         labels = metadata["labels"]
-        return cls(model_dir / model_file, float(metadata["threshold"]), (labels[0], labels[1]))
+        return cls(
+            model_dir / model_file,
+            float(metadata["threshold"]),
+            (labels[0], labels[1]),
+            observer=observer,
+        )
 
     @property
     def image_size(self) -> int:
@@ -137,18 +158,25 @@ class BinaryImageClassifier:
         return np.asarray(output).reshape(len(images))
 
     def predict(self, images: np.ndarray) -> list[Prediction]:
-        probabilities = [sigmoid(logit) for logit in self.logits(images).tolist()]
-        return [
-            Prediction(
-                proba=p, label=self.positive_label if p > self.threshold else self.negative_label
-            )
-            for p in probabilities
+        started = time.perf_counter()
+        logits = self.logits(images).tolist()
+        seconds = time.perf_counter() - started
+        answers = [
+            (p, self.positive_label if p > self.threshold else self.negative_label)
+            for p in map(sigmoid, logits)
         ]
+        if self.observer is not None:
+            self.observer(seconds, answers)
+        return [Prediction(proba=proba, label=label) for proba, label in answers]
 
     def warm_up(self) -> None:
         """Run once so the first client does not pay for onnxruntime's lazy initialisation."""
         size = self.image_size
-        self.predict(np.zeros((1, size, size), dtype=np.uint8))
+        observer, self.observer = self.observer, None  # not a prediction anyone asked for
+        try:
+            self.predict(np.zeros((1, size, size), dtype=np.uint8))
+        finally:
+            self.observer = observer
 
 
 class ModelNotReady(RuntimeError):
