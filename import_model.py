@@ -12,7 +12,6 @@ same settings again is a no-op that prints the existing tag.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -24,6 +23,7 @@ import numpy as np
 
 from dlops import config
 from dlops.inference import BinaryImageClassifier, SignatureError
+from dlops.model_store import damage, file_sha256
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "binary_classifier_3.onnx"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -53,10 +53,6 @@ def parse_threshold(text: str) -> float:
             f"--threshold must be a number between 0 and 1, got {text!r}"
         )
     return value
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def validate(path: Path, threshold: float, labels: tuple[str, str]) -> BinaryImageClassifier:
@@ -103,7 +99,7 @@ def build_metadata(
 ) -> dict[str, Any]:
     signature = classifier.signature
     return {
-        "sha256": sha256_of(path),
+        "sha256": file_sha256(path),
         "source_file": path.name,
         "input_name": signature.input_name,
         "input_dtype": signature.input_dtype,
@@ -120,7 +116,9 @@ def latest_matching(name: str, metadata: dict[str, Any]) -> Any | None:
     """The latest stored version, when it already holds these bytes with these settings.
 
     Only the latest counts: if an older version matched, `:latest` would still serve another
-    model, so importing again must make this one the latest.
+    model, so importing again must make this one the latest. A latest version whose stored file
+    was damaged does not count either: importing again is how the service's start-up check tells
+    users to repair it.
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -131,7 +129,7 @@ def latest_matching(name: str, metadata: dict[str, Any]) -> Any | None:
         return None
     stored = latest.info.metadata
     same = all(stored.get(key) == metadata[key] for key in ("sha256", "threshold", "labels"))
-    return latest if same else None
+    return latest if same and damage(latest) is None else None
 
 
 def import_model(
