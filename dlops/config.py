@@ -47,12 +47,19 @@ REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
 # throughput on 2 cores. Raise it on machines with more cores.
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
+# On SIGTERM, the longest a worker keeps accepting the connections already queued before it
+# lets requests in flight finish and exits; Heroku sends SIGKILL 30 s after SIGTERM.
+DRAIN_SECONDS = 5
 # How long a request that arrives while the model is still loading waits for it before a 503.
 MODEL_WAIT_SECONDS = min(10, REQUEST_TIMEOUT_SECONDS / 2)
 # An access log line per request (BentoML's for its routes, ours for the direct routes). Off by
 # default: on BentoML's stack it cost ~12 % of throughput, and Heroku's router already logs
 # every request with its status and service time.
 ACCESS_LOG = os.environ.get("DLOPS_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes", "on")
+# When set, every request but health, readiness, metrics, the API docs and the /ui page needs
+# this key ('Authorization: Bearer <key>' or 'X-API-Key: <key>'); unset or empty: no key needed.
+# The name is the platform convention (`heroku config:set API_KEY=...`), without our prefix.
+API_KEY = os.environ.get("API_KEY", "").strip() or None
 # Our log lines go through BentoML's server logging (its format, its handlers), which is
 # configured for the "bentoml" logger tree only.
 LOGGER_NAME = "bentoml.dlops"
