@@ -1,0 +1,522 @@
+"""The Open Inference Protocol (KServe V2) under /v2, driven by a real third-party client.
+
+tritonclient (NVIDIA's HTTP client for the protocol) talks to a real `bentoml serve`; a few raw
+requests cover what tritonclient never sends (JSON-encoded BYTES, malformed bodies). Expected
+answers come from the model store (names, version, labels) and from POST /predict.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from dlops import config
+from dlops.imaging import to_model_input
+from tests.conftest import BENTOML, FIXTURES, Server, bentoml_env, run_import
+from tests.test_startup import save_slow_model
+
+DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
+THREE = FIXTURES / "digits" / "test0300_digit3.png"
+ZERO = FIXTURES / "digits" / "test0000_digit0.png"
+VARIANTS = sorted((FIXTURES / "variants").glob("test0300_*"))
+FILES_INPUT = "image_file"
+
+
+@pytest.fixture(scope="module")
+def stored_model(model_home: Path) -> dict[str, Any]:
+    """The served model as the model store describes it, asked through BentoML's own CLI."""
+    result = subprocess.run(
+        [str(BENTOML), "models", "get", f"{config.DEFAULT_MODEL_NAME}:latest", "-o", "json"],
+        env=bentoml_env(model_home),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def model_name(stored_model: dict[str, Any]) -> str:
+    return stored_model["name"]
+
+
+@pytest.fixture(scope="module")
+def triton_client(server: Server) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=30)
+    yield client
+    client.close()
+
+
+def expected_label(path: Path, stored_model: dict[str, Any]) -> str:
+    below, above = stored_model["metadata"]["labels"]
+    return above if "digit3" in path.name else below
+
+
+def predict(client: httpx.Client, path: Path) -> dict[str, Any]:
+    response = client.post("/predict", files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def files_input(paths: list[Path] | list[bytes]) -> triton.InferInput:
+    contents = [path.read_bytes() if isinstance(path, Path) else path for path in paths]
+    tensor = triton.InferInput(FILES_INPUT, [len(contents)], "BYTES")
+    tensor.set_data_from_numpy(np.array(contents, dtype=np.object_), binary_data=True)
+    return tensor
+
+
+def pixels_input(name: str, pixels: np.ndarray, datatype: str = "UINT8") -> triton.InferInput:
+    tensor = triton.InferInput(name, list(pixels.shape), datatype)
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    return tensor
+
+
+def infer_error(
+    client: triton.InferenceServerClient, model: str, tensor: triton.InferInput
+) -> tuple[int, str]:
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer(model, [tensor])
+    return int(raised.value.status()), raised.value.message()
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"]
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+    return body["error"]
+
+
+# -- health and metadata -----------------------------------------------------------------------
+
+
+def test_health_and_readiness(
+    triton_client: triton.InferenceServerClient, model_name: str, stored_model: dict[str, Any]
+) -> None:
+    assert triton_client.is_server_live()
+    assert triton_client.is_server_ready()
+    assert triton_client.is_model_ready(model_name)
+    assert triton_client.is_model_ready(model_name, model_version=stored_model["version"])
+    assert not triton_client.is_model_ready("no_such_model")
+    assert not triton_client.is_model_ready(model_name, model_version="no_such_version")
+
+
+def test_not_ready_while_the_model_loads(tmp_path: Path) -> None:
+    """A model whose warm-up takes seconds: /v2 readiness is 503 until it is done, then 200."""
+    model = tmp_path / "slow.onnx"
+    save_slow_model(model)
+    home = tmp_path / "home"
+    imported = run_import(home, str(model), "--name", "slow")
+    assert imported.returncode == 0, imported.stderr
+    server = Server(home, tmp_path / "serve.log", DLOPS_MODEL_NAME="slow")
+    try:
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if client.is_server_live():
+                    break
+            except (ConnectionError, OSError):  # the port is not open yet
+                time.sleep(0.1)
+        not_ready = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
+        assert_error(not_ready, 503, "the model is not loaded yet", "retry shortly")
+        assert not_ready.headers["retry-after"] == "1"
+        model_not_ready = httpx.get(f"{server.url}/v2/models/slow/ready", timeout=5)
+        assert_error(model_not_ready, 503, "the model is not loaded yet")
+        assert not client.is_model_ready("slow")
+        while not client.is_server_ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.is_model_ready("slow"), server.log()
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_server_metadata_announces_binary_tensor_data(
+    triton_client: triton.InferenceServerClient, client: httpx.Client
+) -> None:
+    metadata = triton_client.get_server_metadata()  # GET /v2, no trailing slash
+    assert metadata["name"] == "dlops"
+    assert "binary_tensor_data" in metadata["extensions"]
+    assert client.get("/v2/").status_code == 307  # Starlette sends /v2/ to /v2
+
+
+def test_model_metadata_comes_from_the_model_store(
+    triton_client: triton.InferenceServerClient, stored_model: dict[str, Any]
+) -> None:
+    side = stored_model["metadata"]["image_size"]
+    for version in ("", stored_model["version"]):
+        metadata = triton_client.get_model_metadata(stored_model["name"], model_version=version)
+        assert metadata == {
+            "name": stored_model["name"],
+            "versions": [stored_model["version"]],
+            "platform": "onnxruntime",
+            "inputs": [
+                {
+                    "name": stored_model["metadata"]["input_name"],
+                    "datatype": "UINT8",
+                    "shape": [-1, side, side],
+                },
+                {"name": FILES_INPUT, "datatype": "BYTES", "shape": [-1]},
+            ],
+            "outputs": [
+                {"name": "proba", "datatype": "FP32", "shape": [-1, 1]},
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            ],
+        }
+
+
+def test_unknown_model_and_version_are_404(
+    triton_client: triton.InferenceServerClient, model_name: str, stored_model: dict[str, Any]
+) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        triton_client.get_model_metadata("no_such_model")
+    assert raised.value.status() == "404"
+    assert f"serves '{model_name}'" in raised.value.message()
+    with pytest.raises(InferenceServerException) as raised:
+        triton_client.get_model_metadata(model_name, model_version="7")
+    assert raised.value.status() == "404"
+    assert stored_model["version"] in raised.value.message()
+    status, message = infer_error(triton_client, "no_such_model", files_input([THREE]))
+    assert status == 404
+    assert "there is no model 'no_such_model'" in message
+
+
+# -- inference with tritonclient ---------------------------------------------------------------
+
+
+def test_uint8_pixels_match_predict(
+    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
+    stored_model: dict[str, Any],
+) -> None:
+    """MNIST-normalised pixels (what /predict feeds the model) give /predict's answers."""
+    metadata = stored_model["metadata"]
+    pixels = np.stack(
+        [to_model_input(path.read_bytes(), size=metadata["image_size"]) for path in (THREE, ZERO)]
+    )
+    result = triton_client.infer(
+        stored_model["name"], [pixels_input(metadata["input_name"], pixels)]
+    )
+    assert result.get_response()["model_version"] == stored_model["version"]
+    labels = [label.decode() for label in result.as_numpy("label")]
+    assert labels == [expected_label(THREE, stored_model), expected_label(ZERO, stored_model)]
+    proba = result.as_numpy("proba")
+    assert proba.dtype == np.float32
+    assert proba.shape == (2, 1)
+    # Binary FP32 is /predict's double rounded to float32.
+    expected = [predict(client, path)["proba"] for path in (THREE, ZERO)]
+    np.testing.assert_allclose(proba[:, 0], expected, rtol=1e-6)
+
+
+def test_png_files_as_binary_bytes_batch(
+    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
+    stored_model: dict[str, Any],
+) -> None:
+    result = triton_client.infer(stored_model["name"], [files_input(DIGITS)])
+    labels = [label.decode() for label in result.as_numpy("label")]
+    assert labels == [expected_label(path, stored_model) for path in DIGITS]
+    expected = [predict(client, path)["proba"] for path in DIGITS]
+    np.testing.assert_allclose(result.as_numpy("proba")[:, 0], expected, rtol=1e-6)
+
+
+def test_other_formats_go_through_the_image_pipeline(
+    triton_client: triton.InferenceServerClient, stored_model: dict[str, Any]
+) -> None:
+    """JPEG, WebP, TIFF, a paper photo, a transparent canvas... as /predict reads them."""
+    result = triton_client.infer(stored_model["name"], [files_input(VARIANTS)])
+    labels = [label.decode() for label in result.as_numpy("label")]
+    assert labels == [expected_label(THREE, stored_model)] * len(VARIANTS)
+
+
+def test_outputs_as_json_in_the_order_asked(
+    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
+    stored_model: dict[str, Any],
+) -> None:
+    outputs = [
+        triton.InferRequestedOutput("label", binary_data=False),
+        triton.InferRequestedOutput("proba", binary_data=False),
+    ]
+    result = triton_client.infer(
+        stored_model["name"], [files_input([THREE])], outputs=outputs, request_id="r-1"
+    )
+    response = result.get_response()
+    assert response["id"] == "r-1"
+    assert [output["name"] for output in response["outputs"]] == ["label", "proba"]
+    # JSON carries /predict's very number, not a float32 rounding of it.
+    assert response["outputs"][1]["data"] == [predict(client, THREE)["proba"]]
+    only_label = triton_client.infer(
+        stored_model["name"],
+        [files_input([ZERO])],
+        outputs=[triton.InferRequestedOutput("label", binary_data=True)],
+    )
+    assert [output["name"] for output in only_label.get_response()["outputs"]] == ["label"]
+    assert only_label.as_numpy("label").tolist() == [expected_label(ZERO, stored_model).encode()]
+
+
+def test_wrong_datatype_shape_and_input_name(
+    triton_client: triton.InferenceServerClient, stored_model: dict[str, Any]
+) -> None:
+    name, side = stored_model["metadata"]["input_name"], stored_model["metadata"]["image_size"]
+    model = stored_model["name"]
+    floats = np.zeros((1, side, side), dtype=np.float32)
+    status, message = infer_error(triton_client, model, pixels_input(name, floats, "FP32"))
+    assert status == 400
+    assert f"input '{name}' has datatype 'FP32'; expected UINT8" in message
+    small = np.zeros((1, side - 1, side - 1), dtype=np.uint8)
+    status, message = infer_error(triton_client, model, pixels_input(name, small))
+    assert status == 400
+    assert f"has shape [1, {side - 1}, {side - 1}]; expected [N, {side}, {side}]" in message
+    status, message = infer_error(
+        triton_client, model, pixels_input("pixels", np.zeros((1, side, side), np.uint8))
+    )
+    assert status == 400
+    assert "there is no input 'pixels'" in message
+    assert f"'{name}' UINT8 [N, {side}, {side}]" in message
+
+
+def test_a_file_that_is_not_an_image(
+    triton_client: triton.InferenceServerClient, stored_model: dict[str, Any]
+) -> None:
+    tensor = files_input([THREE, b"not an image"])
+    status, message = infer_error(triton_client, stored_model["name"], tensor)
+    assert status == 400
+    assert message.startswith(f"input '{FILES_INPUT}' element 1 (of 2): the upload (12 bytes)")
+    assert "expected a PNG, JPEG" in message
+
+
+def test_too_many_images_is_413(
+    triton_client: triton.InferenceServerClient, stored_model: dict[str, Any]
+) -> None:
+    tensor = files_input([THREE] * (config.MAX_BATCH_IMAGES + 1))
+    status, message = infer_error(triton_client, stored_model["name"], tensor)
+    assert status == 413
+    assert f"the limit is {config.MAX_BATCH_IMAGES} per request" in message
+
+
+def dlops_samples(client: httpx.Client) -> dict[tuple[str, str], float]:
+    """The dlops_* counters on /metrics, keyed by (sample name, its one label value)."""
+    samples: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith("dlops_") and len(sample.labels) == 1:
+                samples[(sample.name, *sample.labels.values())] = sample.value
+    return samples
+
+
+def test_v2_predictions_and_errors_are_in_the_metrics(
+    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
+    stored_model: dict[str, Any],
+) -> None:
+    below, above = stored_model["metadata"]["labels"]
+    before = dlops_samples(client)
+    triton_client.infer(stored_model["name"], [files_input([THREE, ZERO, THREE])])
+    infer_error(triton_client, stored_model["name"], files_input([b"not an image"]))
+    after = dlops_samples(client)
+
+    def delta(name: str, label: str) -> float:
+        return after.get((name, label), 0.0) - before.get((name, label), 0.0)
+
+    assert delta("dlops_predictions_total", above) == 2
+    assert delta("dlops_predictions_total", below) == 1
+    assert delta("dlops_stage_duration_seconds_count", "decode") == 3
+    assert delta("dlops_errors_total", "not_an_image") == 1
+
+
+# -- raw JSON requests ----------------------------------------------------------------------------
+
+
+def infer_url(model_name: str) -> str:
+    return f"/v2/models/{model_name}/infer"
+
+
+def test_json_uint8_tensor(client: httpx.Client, stored_model: dict[str, Any]) -> None:
+    metadata = stored_model["metadata"]
+    pixels = to_model_input(THREE.read_bytes(), size=metadata["image_size"])
+    request = {
+        "id": "42",
+        "inputs": [
+            {
+                "name": metadata["input_name"],
+                "datatype": "UINT8",
+                "shape": [1, *pixels.shape],
+                "data": pixels.tolist(),  # nested row-major lists
+            }
+        ],
+    }
+    response = client.post(infer_url(stored_model["name"]), json=request)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["id"] == "42"
+    assert body["model_name"] == stored_model["name"]
+    proba, label = body["outputs"]
+    assert proba == {
+        "name": "proba",
+        "datatype": "FP32",
+        "shape": [1, 1],
+        "data": [predict(client, THREE)["proba"]],
+    }
+    assert label == {
+        "name": "label",
+        "datatype": "BYTES",
+        "shape": [1],
+        "data": [expected_label(THREE, stored_model)],
+    }
+
+
+def test_json_bytes_base64_and_plain_strings(
+    client: httpx.Client, stored_model: dict[str, Any]
+) -> None:
+    encoded = [base64.b64encode(path.read_bytes()).decode() for path in (ZERO, THREE)]
+    files = {"name": FILES_INPUT, "datatype": "BYTES", "shape": [2], "data": encoded}
+    base64_files = {**files, "parameters": {"content_type": "base64"}}
+    response = client.post(infer_url(stored_model["name"]), json={"inputs": [base64_files]})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][1]["data"] == [
+        expected_label(ZERO, stored_model),
+        expected_label(THREE, stored_model),
+    ]
+    # Without the flag a string is its own UTF-8 bytes: base64 text is no image, and the
+    # error says how to send files in JSON.
+    response = client.post(infer_url(stored_model["name"]), json={"inputs": [files]})
+    assert_error(
+        response, 400, "element 0 (of 2): the upload", '"content_type": "base64"', "binary tensor"
+    )
+    broken = {**base64_files, "data": ["not base64!", encoded[1]]}
+    response = client.post(infer_url(stored_model["name"]), json={"inputs": [broken]})
+    assert_error(response, 400, "element 0 is not valid base64")
+
+
+def test_binary_tensor_data_by_hand(client: httpx.Client, stored_model: dict[str, Any]) -> None:
+    """The extension's framing, written out: JSON header, then length-prefixed BYTES."""
+    png = THREE.read_bytes()
+    data = struct.pack("<I", len(png)) + png
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": FILES_INPUT,
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = client.post(
+        infer_url(stored_model["name"]),
+        content=header + data,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    outputs = json.loads(response.content[:length])["outputs"]
+    proba_size = outputs[0]["parameters"]["binary_data_size"]
+    assert proba_size == 4
+    (proba,) = struct.unpack("<f", response.content[length : length + 4])
+    assert proba == pytest.approx(predict(client, THREE)["proba"], rel=1e-6)
+    label = expected_label(THREE, stored_model).encode()
+    assert response.content[length + 4 :] == struct.pack("<I", len(label)) + label
+    # A header length that cuts the binary data short, and one past the body's end.
+    response = client.post(
+        infer_url(stored_model["name"]),
+        content=header + data[:-1],
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert_error(response, 400, f"declares binary_data_size {len(data)}, but {len(data) - 1} bytes")
+    response = client.post(
+        infer_url(stored_model["name"]),
+        content=header,
+        headers={"Inference-Header-Content-Length": str(len(header) + 1)},
+    )
+    assert_error(response, 400, "Inference-Header-Content-Length is")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "the inference request is not valid JSON"),
+        (b"[]", "the inference request is a JSON list"),
+        (b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth exceeded"),
+        (b'{"inputs": [{"name": ["image_file"]}]}', "there is no input ['image_file']"),
+        (b'{"inputs": []}', "the request has 0 inputs; send exactly one input"),
+        (
+            b'{"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [1]}]}',
+            "has neither 'data' nor a 'binary_data_size' parameter",
+        ),
+        (
+            b'{"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [2], '
+            b'"data": ["a"]}]}',
+            "'data' holds 1 strings; shape [2] needs 2",
+        ),
+        (
+            b'{"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [1], '
+            b'"data": ["a"]}], "outputs": [{"name": "logit"}]}',
+            "there is no output 'logit'",
+        ),
+    ],
+)
+def test_malformed_requests(
+    client: httpx.Client, stored_model: dict[str, Any], body: bytes, fragment: str
+) -> None:
+    response = client.post(infer_url(stored_model["name"]), content=body)
+    assert_error(response, 400, fragment)
+
+
+def test_json_uint8_values_are_checked(client: httpx.Client, stored_model: dict[str, Any]) -> None:
+    name, side = stored_model["metadata"]["input_name"], stored_model["metadata"]["image_size"]
+    tensor = {"name": name, "datatype": "UINT8", "shape": [1, side, side]}
+    url = infer_url(stored_model["name"])
+    too_big = [256] * side * side
+    assert_error(
+        client.post(url, json={"inputs": [{**tensor, "data": too_big}]}),
+        400,
+        "UINT8 values must be from 0 to 255; found 256 to 256",
+    )
+    floats = [0.5] * side * side
+    assert_error(
+        client.post(url, json={"inputs": [{**tensor, "data": floats}]}),
+        400,
+        "whole numbers from 0 to 255; it holds decimal numbers",
+    )
+    short = [0] * (side * side - 1)
+    assert_error(
+        client.post(url, json={"inputs": [{**tensor, "data": short}]}),
+        400,
+        f"'data' holds {side * side - 1} numbers; UINT8 [1, {side}, {side}] needs {side * side}",
+    )
+
+
+def test_wrong_method_and_oversized_body(client: httpx.Client, model_name: str) -> None:
+    assert_error(client.get(infer_url(model_name)), 405, "use POST")
+    assert_error(
+        client.post("/v2/health/live"), 405, "POST is not allowed on /v2/health/live: use GET"
+    )
+    gzipped = client.post(
+        infer_url(model_name), content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"}
+    )
+    assert_error(gzipped, 415, "Content-Encoding 'gzip' is not accepted")
+    oversized = b" " * (config.MAX_BODY_BYTES + 1)
+    assert_error(client.post(infer_url(model_name), content=oversized), 413, "the limit is")
