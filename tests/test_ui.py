@@ -1,0 +1,385 @@
+"""The page at /ui, served by a real `bentoml serve` and used in a real browser.
+
+The browser is Debian's Chromium (`apt-get install -y --no-install-recommends chromium`) driven
+by Playwright; `playwright install` cannot download its own browsers here. Without
+/usr/bin/chromium the browser tests are skipped, or fail when the environment variable CI is set.
+
+Every page is loaded with requests to any other origin aborted and recorded, so the page is
+proven to work offline, and with uncaught script errors and console errors (such as a Content
+Security Policy violation) collected; a test fails on either.
+
+UPDATE_UI_SCREENSHOT=1 makes the drawn-3 test write docs/ui.png, the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Response,
+    Route,
+    expect,
+    sync_playwright,
+)
+
+from tests.conftest import FIXTURES, ROOT, TEST_API_KEY, Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+DIGITS = FIXTURES / "digits"
+SCREENSHOT = ROOT / "docs" / "ui.png"
+DESKTOP = {"width": 1000, "height": 720}
+PHONE = {"width": 390, "height": 844}
+
+Stroke = list[tuple[float, float]]
+
+
+def arc(centre_x: float, centre_y: float, radius: float, start: float, end: float) -> Stroke:
+    """Points along a circular arc, angles in degrees, y pointing down (screen coordinates)."""
+    steps = 14
+    angles = [math.radians(start + (end - start) * i / (steps - 1)) for i in range(steps)]
+    return [(centre_x + radius * math.cos(a), centre_y + radius * math.sin(a)) for a in angles]
+
+
+# Strokes in pad coordinates (0..1), written the way a person writes them: a 3 in one stroke, its
+# upper bowl then its lower bowl, and a 1 as one vertical line.
+THREE: list[Stroke] = [arc(0.5, 0.3, 0.18, 200, 430) + arc(0.5, 0.68, 0.2, -90, 150)]
+ONE: list[Stroke] = [[(0.52, 0.15), (0.51, 0.5), (0.5, 0.85)]]
+
+
+# --- the page over plain HTTP (no browser needed) ---------------------------------------------
+
+
+def test_ui_without_a_slash_redirects_to_the_page(client: httpx.Client) -> None:
+    response = client.get("/ui", follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"].endswith("/ui/")
+
+
+def test_page_and_assets_are_served_with_their_types_and_a_strict_policy(
+    client: httpx.Client,
+) -> None:
+    page = client.get("/ui/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<canvas" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    for asset, content_type in [("app.js", "javascript"), ("style.css", "text/css")]:
+        response = client.get(f"/ui/{asset}")
+        assert response.status_code == 200
+        assert content_type in response.headers["content-type"]
+        assert asset in page.text  # the page really loads it
+
+
+def test_other_methods_on_the_page_get_a_json_405_that_points_to_predict(
+    client: httpx.Client,
+) -> None:
+    response = client.post("/ui/", content=b"x")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert "POST /predict" in response.json()["error"]
+
+
+def test_a_missing_asset_is_a_json_404(client: httpx.Client) -> None:
+    response = client.get("/ui/nope.js")
+    assert response.status_code == 404
+    assert "/ui/nope.js" in response.json()["error"]
+
+
+# --- the page in Chromium ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def playwright_driver() -> Iterator[Playwright]:
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    chromium = playwright_driver.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    )
+    yield chromium
+    chromium.close()
+
+
+@dataclass
+class PageProblems:
+    """What went wrong in the page that its visible state would not show."""
+
+    foreign_requests: list[str] = field(default_factory=list)
+    failed_loads: list[str] = field(default_factory=list)
+    script_errors: list[str] = field(default_factory=list)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        # Chromium logs every error answer as "Failed to load resource"; those of the page's own
+        # files are caught by on_response, those of /predict are expected where a test sends bad
+        # input, and the test checks what the page shows for them.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.script_errors.append(message.text)
+
+    def on_response(self, response: Response) -> None:
+        if response.status >= 400 and not response.url.endswith("/predict"):
+            self.failed_loads.append(f"{response.status} {response.url}")
+
+    def assert_none(self) -> None:
+        assert self.foreign_requests == [], "the page must not need another origin (offline)"
+        assert self.failed_loads == []
+        assert self.script_errors == []
+
+
+def open_page(
+    browser: Browser, server: Server, **context_options: object
+) -> tuple[Page, PageProblems]:
+    context = browser.new_context(**context_options)
+    problems = PageProblems()
+
+    def only_this_service(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            problems.foreign_requests.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_service)
+    page = context.new_page()
+    page.on("console", problems.on_console)
+    page.on("response", problems.on_response)
+    page.on("pageerror", lambda error: problems.script_errors.append(str(error)))
+    page.goto(f"{server.url}/ui")
+    expect(page.get_by_role("heading", name="Is it a 3?")).to_be_visible()
+    return page, problems
+
+
+@pytest.fixture
+def desktop(browser: Browser, server: Server) -> Iterator[Page]:
+    page, problems = open_page(browser, server, viewport=DESKTOP, device_scale_factor=2)
+    yield page
+    page.context.close()
+    problems.assert_none()
+
+
+def draw_with_mouse(page: Page, strokes: list[Stroke]) -> None:
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point)
+        page.mouse.up()
+
+
+def draw_with_touch(page: Page, strokes: list[Stroke]) -> None:
+    """Real touch input through the DevTools protocol (Playwright only has taps)."""
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    touch = page.context.new_cdp_session(page)
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        kinds = ["touchStart"] + ["touchMove"] * (len(points) - 1)
+        for kind, (x, y) in zip(kinds, points, strict=True):
+            finger = {"x": x, "y": y}
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [finger]})
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def distinct_pad_colours(page: Page) -> int:
+    return page.evaluate(
+        """() => {
+            const pad = document.getElementById("pad");
+            const data = pad.getContext("2d").getImageData(0, 0, pad.width, pad.height).data;
+            const colours = new Set();
+            for (let i = 0; i < data.length; i += 4) colours.add(data.slice(i, i + 4).join());
+            return colours.size;
+        }"""
+    )
+
+
+def shown_proba(page: Page) -> float:
+    """The API's exact proba behind the rounded figure on screen, once an answer is shown."""
+    expect(page.get_by_test_id("label")).to_be_visible()
+    return float(page.get_by_test_id("proba").get_attribute("data-value") or "nan")
+
+
+def api_answer(client: httpx.Client, name: str, content: bytes) -> dict[str, object]:
+    return client.post("/predict", files={"file": (name, content)}).json()
+
+
+def test_a_drawn_3_is_labelled_3(desktop: Page) -> None:
+    draw_with_mouse(desktop, THREE)
+    expect(desktop.get_by_test_id("label")).to_have_text("3")
+    assert shown_proba(desktop) > 0.5
+    expect(desktop.locator("#source")).to_have_text("Sent: your drawing")
+    if os.environ.get("UPDATE_UI_SCREENSHOT"):
+        desktop.screenshot(path=SCREENSHOT, full_page=True)
+
+
+def test_a_drawn_1_is_labelled_no_3(desktop: Page) -> None:
+    draw_with_mouse(desktop, ONE)
+    expect(desktop.get_by_test_id("label")).to_have_text("no 3")
+    assert shown_proba(desktop) < 0.5
+
+
+def test_an_uploaded_digit_gets_the_answer_the_api_gives_for_that_file(
+    desktop: Page, client: httpx.Client
+) -> None:
+    digit = DIGITS / "test0300_digit3.png"
+    expected = api_answer(client, digit.name, digit.read_bytes())
+    with desktop.expect_file_chooser() as chooser:
+        desktop.get_by_role("button", name="Upload an image…").click()
+    chooser.value.set_files(digit)
+    expect(desktop.get_by_test_id("label")).to_have_text(str(expected["label"]))
+    # The exact figure: the page sends the file itself, not a re-drawn copy of it.
+    assert shown_proba(desktop) == expected["proba"]
+    expect(desktop.locator("#source")).to_contain_text(digit.name)
+
+
+def test_a_dropped_digit_is_classified(desktop: Page, client: httpx.Client) -> None:
+    digit = DIGITS / "test0000_digit0.png"
+    expected = api_answer(client, digit.name, digit.read_bytes())
+    dropped = desktop.evaluate_handle(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, {type: "image/png"}));
+            return transfer;
+        }""",
+        [digit.name, list(digit.read_bytes())],
+    )
+    desktop.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+    expect(desktop.get_by_test_id("label")).to_have_text(str(expected["label"]))
+    assert shown_proba(desktop) == expected["proba"]
+
+
+def test_a_non_image_shows_the_api_error(desktop: Page, client: httpx.Client) -> None:
+    notes = b"shopping list: eggs\n"
+    expected = client.post("/predict", files={"file": ("notes.txt", notes)})
+    assert expected.status_code == 400
+    desktop.locator("#file").set_input_files(
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": notes}
+    )
+    alert = desktop.get_by_role("alert")
+    expect(alert).to_be_visible()
+    expect(desktop.get_by_test_id("error")).to_have_text(expected.json()["error"])
+    expect(alert).to_contain_text("400")
+    expect(desktop.get_by_test_id("label")).to_be_hidden()
+
+
+def test_an_unreachable_service_is_said_plainly(desktop: Page) -> None:
+    desktop.route("**/predict", lambda route: route.abort("connectionrefused"))
+    draw_with_mouse(desktop, ONE)
+    expect(desktop.get_by_role("alert")).to_contain_text("could not be reached")
+
+
+def test_clear_from_the_keyboard_empties_the_pad_and_the_answer(desktop: Page) -> None:
+    draw_with_mouse(desktop, THREE)
+    expect(desktop.get_by_test_id("label")).to_have_text("3")
+    assert distinct_pad_colours(desktop) > 1
+    # The first Tab reaches the Clear button, which shows a visible focus ring.
+    desktop.keyboard.press("Tab")
+    clear = desktop.get_by_role("button", name="Clear")
+    expect(clear).to_be_focused()
+    assert clear.evaluate("button => getComputedStyle(button).outlineStyle") == "solid"
+    desktop.keyboard.press("Enter")
+    expect(desktop.get_by_test_id("label")).to_be_hidden()
+    expect(desktop.get_by_text("Nothing to classify yet.")).to_be_visible()
+    expect(desktop.locator("#source")).to_have_text("")
+    assert distinct_pad_colours(desktop) == 1
+
+
+def test_a_3_drawn_by_finger_on_a_phone_is_labelled_3(browser: Browser, server: Server) -> None:
+    page, problems = open_page(
+        browser,
+        server,
+        viewport=PHONE,
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+    )
+    try:
+        # The layout fits the phone: no sideways scrolling, the whole pad on screen.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        box = page.locator("#pad").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        draw_with_touch(page, THREE)
+        expect(page.get_by_test_id("label")).to_have_text("3")
+    finally:
+        page.context.close()
+    problems.assert_none()
+
+
+def test_a_3_drawn_in_dark_mode_is_labelled_3(browser: Browser, server: Server) -> None:
+    # Light ink on a dark pad: the image sent has the opposite polarity of the light theme's.
+    page, problems = open_page(browser, server, viewport=DESKTOP, color_scheme="dark")
+    try:
+        draw_with_mouse(page, THREE)
+        expect(page.get_by_test_id("label")).to_have_text("3")
+    finally:
+        page.context.close()
+    problems.assert_none()
+
+
+# --- the page in front of an API key (API_KEY set on the server) --------------------------------
+
+API_KEY = TEST_API_KEY
+
+
+def test_the_page_asks_for_the_api_key_and_keeps_it_for_the_tab(
+    browser: Browser, keyed_server: Server
+) -> None:
+    page, problems = open_page(browser, keyed_server, viewport=DESKTOP)
+    try:
+        draw_with_mouse(page, THREE)
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("needs an API key")
+        key_field = page.get_by_label("API key", exact=True)
+        expect(key_field).to_be_focused()
+        assert key_field.get_attribute("type") == "password"
+
+        key_field.fill("not-the-key")
+        key_field.press("Enter")
+        expect(alert).to_contain_text("The API key was refused")
+        expect(key_field).to_be_focused()
+
+        key_field.fill(API_KEY)
+        page.get_by_role("button", name="Use key").click()
+        # The drawing is sent again with the key, and answered.
+        expect(page.get_by_test_id("label")).to_have_text("3")
+        expect(alert).to_be_hidden()
+        expect(page.locator("#key-form")).to_be_hidden()
+
+        # After a reload the tab still has the key: the next drawing is answered at once.
+        page.reload()
+        with page.expect_request("**/predict") as sent:
+            draw_with_mouse(page, ONE)
+        assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
+        expect(page.get_by_test_id("label")).to_have_text("no 3")
+    finally:
+        page.context.close()
+    problems.assert_none()
