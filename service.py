@@ -5,6 +5,7 @@ curl -F file=@digit.png http://localhost:3000/predict   ->   {"proba": 0.97, "la
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,17 @@ from pydantic import BaseModel, Field
 from dlops import config
 from dlops.direct_route import DirectRouteService, direct_route
 from dlops.errors import ClientError, JsonErrorMiddleware
-from dlops.imaging import ImageError, to_model_input
+from dlops.imaging import ImageError, decode_image, to_mnist_digit
 from dlops.inference import BackgroundLoader, BinaryImageClassifier
+from dlops.kserve import app as open_inference_app
+from dlops.metrics import error_kind, prediction_metrics
+from dlops.model_store import check_stored_model
+from dlops.ui import ui_app
 from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
+
+# A missing or damaged model stops `bentoml serve` here, with one line saying what to run,
+# before any worker starts.
+check_stored_model(config.MODEL_TAG)
 
 
 class Prediction(BaseModel):
@@ -27,6 +36,10 @@ class Prediction(BaseModel):
     label: str = Field(description='"3" when proba is above the threshold, else "no 3"')
 
 
+# The page at /ui (dlops/static): draw a digit or upload an image, see the answer of /predict.
+@bentoml.asgi_app(ui_app, path="/ui")
+# The Open Inference Protocol (KServe V2) under /v2 (dlops/kserve.py: why it is mounted at "/").
+@bentoml.asgi_app(open_inference_app, path="/")
 @bentoml.service(
     name="dlops",
     service_class=DirectRouteService,
@@ -35,7 +48,14 @@ class Prediction(BaseModel):
     logging={"access": {"enabled": config.ACCESS_LOG}},
 )
 class DigitClassifier:
-    """POST an image of a handwritten digit to /predict; readiness at /readyz."""
+    """Is this handwritten digit a 3? POST an image to `/predict`:
+    `curl -F file=@digit.png http://HOST/predict` answers `{"proba": 0.97, "label": "3"}`.
+
+    - [Try it in the browser](ui/): draw a digit or upload an image.
+    - `/predict_batch`: many images in one request; `/v2/...`: the Open Inference Protocol
+      (KServe V2) for tritonclient and KServe users.
+    - `/readyz` is 200 once the model is loaded; `/metrics` for Prometheus.
+    """
 
     model = BentoModel(config.MODEL_TAG)
 
@@ -43,12 +63,14 @@ class DigitClassifier:
         stored = self.model
         metadata = stored.info.metadata
         self.image_size = int(metadata["image_size"])
+        self.metrics = prediction_metrics()
         self.loader = BackgroundLoader(
             partial(
                 BinaryImageClassifier.from_metadata,
                 Path(stored.path),
                 metadata,
                 config.MODEL_FILE_NAME,
+                observer=self.metrics.inferred,
             )
         )
 
@@ -56,10 +78,16 @@ class DigitClassifier:
         return self.loader.is_ready
 
     def pixels(self, image: bytes) -> np.ndarray:
+        """Decode and normalise one encoded image, timing both; a bad image is a ClientError."""
+        started = time.perf_counter()
         try:
-            return to_model_input(image, size=self.image_size, max_pixels=config.MAX_IMAGE_PIXELS)
+            decoded = decode_image(image, max_pixels=config.MAX_IMAGE_PIXELS)
+            decoded_at = time.perf_counter()
+            pixels = to_mnist_digit(decoded, size=self.image_size)
         except ImageError as error:
-            raise ClientError(str(error), error.status) from None
+            raise ClientError(str(error), error.status, kind=error_kind(error)) from None
+        self.metrics.prepared(decoded_at - started, time.perf_counter() - decoded_at)
+        return pixels
 
     # The direct routes answer POST /predict and /predict_batch over HTTP by calling these two
     # methods (dlops/direct_route.py); the @bentoml.api declarations further down give the routes
@@ -83,6 +111,7 @@ class DigitClassifier:
                 batch.append(self.pixels(image))
                 readable.append(index)
             except ClientError as error:
+                self.metrics.failed(error.kind)
                 answers[index] = {"error": error.message, "status": int(error.error_code)}
         if batch:
             classifier = self.loader.get(timeout=config.MODEL_WAIT_SECONDS)

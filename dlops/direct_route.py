@@ -16,6 +16,7 @@ BentoML's own app, unchanged.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -29,9 +30,11 @@ import bentoml
 from starlette.requests import Request
 
 from dlops import config
+from dlops.auth import ApiKeyGate
+from dlops.drain import GracefulDrain
 from dlops.errors import ClientError
 from dlops.inference import ModelNotReady
-from dlops.metrics import route_metrics
+from dlops.metrics import prediction_metrics, route_metrics
 
 logger = logging.getLogger(config.LOGGER_NAME)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,7 +50,7 @@ _large_upload_slots: anyio.CapacityLimiter | None = None
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def _large_upload_limiter() -> anyio.CapacityLimiter:
+def large_upload_limiter() -> anyio.CapacityLimiter:
     global _large_upload_slots
     if _large_upload_slots is None:  # created lazily: it must belong to the running event loop
         _large_upload_slots = anyio.CapacityLimiter(1)
@@ -72,7 +75,20 @@ def direct_route(path: str, read: Reader) -> Callable[[F], F]:
 
 
 class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
-    """A ``bentoml.Service`` whose ASGI app answers its direct routes before BentoML's stack."""
+    """A ``bentoml.Service`` whose ASGI app answers its direct routes before BentoML's stack.
+
+    With ``API_KEY`` set, the key is checked before either (dlops/auth.py); SIGTERM drains the
+    worker's connections before it stops (dlops/drain.py).
+    """
+
+    @property
+    def doc(self) -> str:
+        """The API's description on the Swagger page at /: the service class's docstring.
+
+        BentoML shows a boilerplate text when serving from source and the whole README in a
+        built Bento; the docstring is short, the same everywhere, and links the page at /ui.
+        """
+        return inspect.getdoc(self.inner) or super().doc
 
     def to_asgi(self, is_main: bool = True) -> Any:
         app = super().to_asgi(is_main)
@@ -81,7 +97,9 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
             if route is not None:
                 path, read = route
                 app = DirectRoute(app, path=path, read=read, handler=name)
-        return app
+        if config.API_KEY is not None:  # before the routes: nothing is read without the key
+            app = ApiKeyGate(app, config.API_KEY)
+        return GracefulDrain(app)
 
 
 class DirectRoute:
@@ -145,12 +163,14 @@ class DirectRoute:
                 result = handler(upload)
             else:
                 result = await anyio.to_thread.run_sync(
-                    handler, upload, limiter=_large_upload_limiter()
+                    handler, upload, limiter=large_upload_limiter()
                 )
         except ClientError as error:
             logger.info("%s: client error %d: %s", self.path, error.error_code, error.message)
+            prediction_metrics().failed(error.kind)
             return error.error_code, {"error": error.message}, []
         except ModelNotReady as error:
+            prediction_metrics().failed("model_not_ready")
             return (
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 {"error": f"{error}; retry shortly"},

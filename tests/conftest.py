@@ -28,7 +28,11 @@ def free_port() -> int:
 
 def bentoml_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for a BentoML command: ``home`` as its store, no usage analytics."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DLOPS_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("DLOPS_") and key != "API_KEY"
+    }
     env.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="True", **extra)
     return env
 
@@ -44,6 +48,22 @@ def run_import(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def private_home(store: Path, parent: Path) -> Path:
+    """A BentoML home of the server's own that reads its models from ``store``.
+
+    `bentoml serve` empties the Prometheus directory under its home when it starts, so servers
+    sharing one home would wipe each other's metrics (the session server's counts went back to
+    zero when another test started a server).
+    """
+    home = parent / "bentoml_home"
+    home.mkdir(exist_ok=True)
+    models = home / "models"
+    if not models.exists():
+        (store / "models").mkdir(parents=True, exist_ok=True)
+        models.symlink_to(store / "models", target_is_directory=True)
+    return home
+
+
 class Server:
     """A `bentoml serve` process tree started the way the README tells users to start it."""
 
@@ -55,7 +75,7 @@ class Server:
         self.process = subprocess.Popen(
             [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
-            env=bentoml_env(home, **env),
+            env=bentoml_env(private_home(home, log_path.parent), **env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,3 +131,19 @@ def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as session:
         yield session
+
+
+TEST_API_KEY = "test-key-9f2c1e7a"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second server, started with API_KEY=TEST_API_KEY."""
+    running = Server(
+        model_home, tmp_path_factory.mktemp("keyed") / "serve.log", API_KEY=TEST_API_KEY
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()

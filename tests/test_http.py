@@ -270,6 +270,7 @@ def test_metrics(client: httpx.Client) -> None:
 def test_swagger_ui_and_schema(client: httpx.Client) -> None:
     assert "html" in client.get("/").headers["content-type"]
     schema = client.get("/docs.json").json()
+    assert "[Try it in the browser](ui/)" in schema["info"]["description"]  # the page is linked
     request_body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in request_body
     properties = request_body["multipart/form-data"]["schema"]
