@@ -1,0 +1,213 @@
+"""The image `make image` builds, run the way Heroku and OpenShift-style platforms run it.
+
+It is built with the real `bentoml containerize` (backend podman) and run with $PORT set, an
+arbitrary UID that has no passwd entry, a read-only root filesystem and a tmpfs on /tmp; then it
+is asked over HTTP to classify real digits. This takes minutes, so it runs only when
+DLOPS_CONTAINER_TESTS=1 (CI sets it). On a machine without a registry, `deploy/ci/setup-podman.sh`
+installs podman and a local stand-in for the base image first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import FIXTURES, ROOT, bentoml_env, free_port
+
+SWITCH = "DLOPS_CONTAINER_TESTS"
+pytestmark = pytest.mark.skipif(
+    os.environ.get(SWITCH) != "1",
+    reason=(
+        f"builds and runs the image with podman (minutes): set {SWITCH}=1 to run it, after "
+        "`bash deploy/ci/setup-podman.sh` and the `export CONTAINERS_CONF=...` it prints"
+    ),
+)
+
+IMAGE = "dlops:latest"
+CONTAINER_PORT = 8080  # not the image's default 3000, so a 200 proves $PORT is honoured
+RUN_AS = "4242:0"  # a UID with no passwd entry and group 0, as OpenShift assigns them
+MAX_IMAGE_BYTES = 400 * 1000 * 1000  # the size podman reports, in its MB
+READY_TIMEOUT_SECONDS = 60  # Heroku stops a web dyno that has not bound $PORT within 60 s
+DIGITS = FIXTURES / "digits"
+
+
+def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """Shows a measured figure in the test run's output, also when the test passes."""
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n[container] {line}")
+
+
+@pytest.fixture(scope="module")
+def image(
+    model_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> str:
+    """`make image` with the podman backend, fed from the throwaway model store."""
+    assert shutil.which("podman"), f"{SWITCH}=1 needs podman: run deploy/ci/setup-podman.sh"
+    log = tmp_path_factory.mktemp("image") / "make-image.log"
+    started = time.monotonic()
+    with log.open("w") as output:
+        built = subprocess.run(
+            ["make", "image", "BENTOML_CONTAINERIZE_BACKEND=podman"],
+            cwd=ROOT,
+            env=bentoml_env(model_home),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            timeout=1200,
+            check=False,
+        )
+    assert built.returncode == 0, f"make image failed:\n{log.read_text()[-6000:]}"
+    report(request, f"make image (podman): {time.monotonic() - started:.0f} s")
+    return IMAGE
+
+
+@dataclass
+class Container:
+    name: str
+    url: str
+    ready_seconds: float
+
+    def logs(self) -> str:
+        result = podman("logs", self.name)
+        return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def container(image: str, request: pytest.FixtureRequest) -> Iterator[Container]:
+    name = f"dlops-test-{uuid.uuid4().hex[:8]}"
+    host_port = free_port()
+    url = f"http://127.0.0.1:{host_port}"
+    started = time.monotonic()
+    run = podman(
+        "run", "--detach", "--name", name,
+        "-e", f"PORT={CONTAINER_PORT}", "--user", RUN_AS,
+        "--read-only", "--tmpfs", "/tmp",
+        "-p", f"127.0.0.1:{host_port}:{CONTAINER_PORT}",
+        image,
+    )  # fmt: skip
+    try:
+        assert run.returncode == 0, run.stderr
+        ready_seconds = wait_ready(name, url, started)
+        report(request, f"podman run -> /readyz 200: {ready_seconds:.1f} s")
+        yield Container(name, url, ready_seconds)
+    finally:
+        podman("rm", "--force", "--time", "5", name)
+
+
+def wait_ready(name: str, url: str, started: float) -> float:
+    deadline = started + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        if state not in ("created", "running"):
+            break
+        time.sleep(0.2)
+    logs = podman("logs", name)
+    pytest.fail(
+        f"{name} was not ready within {READY_TIMEOUT_SECONDS} s:\n{logs.stdout}{logs.stderr}"
+    )
+
+
+def digit(label: int) -> Path:
+    return sorted(DIGITS.glob(f"test*_digit{label}.png"))[0]
+
+
+def test_image_is_lean_non_root_and_tagged_with_the_bento_version(
+    image: str, model_home: Path, request: pytest.FixtureRequest
+) -> None:
+    inspected = podman("image", "inspect", image)
+    assert inspected.returncode == 0, inspected.stderr
+    (config,) = json.loads(inspected.stdout)
+    size = int(config["Size"])
+    report(request, f"image size: {size / 1e6:.0f} MB ({size / 2**20:.0f} MiB)")
+    assert size < MAX_IMAGE_BYTES
+    user = config["Config"].get("User", "")
+    assert user and user.split(":")[0] not in ("0", "root")
+    version = (model_home / "bentos" / "dlops" / "latest").read_text().strip()
+    by_version = podman("image", "inspect", "--format", "{{.Id}}", f"dlops:{version}")
+    assert by_version.stdout.strip() == config["Id"]
+
+
+def test_image_holds_the_model_and_no_build_tools(image: str) -> None:
+    probe = podman(
+        "run", "--rm", "--entrypoint", "sh", image, "-c",
+        'ls "$BENTO_PATH"/models/binary_classifier_3/*/model.onnx;'
+        " command -v gcc cc g++ make git uv pip || true",
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    found = probe.stdout.split()
+    assert len(found) == 1 and found[0].endswith("/model.onnx"), found
+
+
+def test_serves_real_digits_on_port(container: Container) -> None:
+    answers = {}
+    for label in (3, 0):
+        with digit(label).open("rb") as image:
+            response = httpx.post(f"{container.url}/predict", files={"file": image}, timeout=30)
+        assert response.status_code == 200, response.text
+        answers[label] = response.json()
+    assert answers[3]["label"] == "3" and answers[3]["proba"] > 0.5
+    assert answers[0]["label"] == "no 3" and answers[0]["proba"] < 0.5
+    logs = container.logs()
+    assert f"Overriding $BENTOML_PORT with $PORT ({CONTAINER_PORT})" in logs
+    assert "telemetry" not in logs  # onnxruntime's is off (ORT_DISABLE_TELEMETRY in the image)
+
+
+def test_a_bad_upload_is_a_4xx_json_error(container: Container) -> None:
+    files = {"file": ("notes.txt", b"not an image", "text/plain")}
+    response = httpx.post(f"{container.url}/predict", files=files, timeout=30)
+    assert response.status_code == 400
+    assert "not an image" in response.json()["error"]
+
+
+def test_the_server_runs_as_the_given_uid_not_root(container: Container) -> None:
+    status = podman("exec", container.name, "cat", "/proc/1/status")
+    assert status.returncode == 0, status.stderr
+    uids = next(line.split()[1:] for line in status.stdout.splitlines() if line.startswith("Uid:"))
+    assert uids == [RUN_AS.split(":")[0]] * 4  # real, effective, saved, filesystem
+    processes = podman("top", container.name, "huser", "args").stdout
+    assert "bentoml serve" in processes and "_bentoml_impl.worker" in processes
+
+
+def worker_pids(container: Container) -> list[str]:
+    top = podman("top", container.name, "pid", "args").stdout.splitlines()[1:]
+    return [line.split()[0] for line in top if "_bentoml_impl.worker" in line]
+
+
+def test_a_killed_worker_is_replaced(container: Container) -> None:
+    """Runs last: the image unsets BENTOML_CONTAINERIZED so BentoML respawns workers."""
+    (victim,) = worker_pids(container)
+    killed = podman("exec", container.name, "sh", "-c", f"kill -9 {victim}")
+    assert killed.returncode == 0, killed.stderr
+    with digit(3).open("rb") as image:
+        # Waits in the socket's queue until the new worker takes it (BentoML checks every 10 s).
+        response = httpx.post(f"{container.url}/predict", files={"file": image}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "3"
+    replacement = worker_pids(container)
+    assert len(replacement) == 1 and replacement != [victim], container.logs()
