@@ -164,6 +164,20 @@ def test_image_holds_the_model_and_no_build_tools(image: str) -> None:
     assert len(found) == 1 and found[0].endswith("/model.onnx"), found
 
 
+def test_image_holds_no_secrets(image: str) -> None:
+    """No credentials in its environment, and nothing of the checkout but the service."""
+    inspected = podman("image", "inspect", "--format", "{{json .Config.Env}}", image)
+    names = [entry.split("=", 1)[0] for entry in json.loads(inspected.stdout)]
+    assert not [n for n in names if any(w in n for w in ("KEY", "TOKEN", "SECRET", "PASSW"))]
+    probe = podman(
+        "run", "--rm", "--entrypoint", "sh", image, "-c",
+        'cd "$BENTO_PATH" && find . \\( -name .git -o -name .env -o -name .netrc'
+        ' -o -name "*.pem" -o -name .venv -o -name tests \\) -print',
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "", probe.stdout
+
+
 def test_serves_real_digits_on_port(container: Container) -> None:
     answers = {}
     for label in (3, 0):
