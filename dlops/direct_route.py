@@ -176,4 +176,12 @@ class DirectRoute:
                 {"error": f"{error}; retry shortly"},
                 [(b"retry-after", b"1")],
             )
+        except Exception:  # a bug of ours: logged with its traceback, answered as JSON anyway
+            logger.exception("%s: unexpected error", self.path)
+            prediction_metrics().failed("internal_error")
+            return (
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": "the server failed to process this request (a bug, now in its log)"},
+                [],
+            )
         return HTTPStatus.OK, result, []

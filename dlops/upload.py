@@ -59,37 +59,43 @@ async def read_body(request: Request, limit: int) -> bytes:
 MAX_OTHER_FIELDS = 16
 
 
-def _malformed(reason: str) -> ClientError:
-    return ClientError(f"the multipart body could not be read: {reason}. {HOW_TO_SEND}")
+def _malformed(reason: str, how_to_send: str) -> ClientError:
+    return ClientError(f"the multipart body could not be read: {reason}. {how_to_send}")
 
 
-def _part_name(head: bytes) -> tuple[str, bool]:
-    """The form field name of a part and whether it carries a filename (a file upload)."""
+def _part_name(head: bytes) -> tuple[str, bool] | None:
+    """The form field name of a part and whether it carries a filename (a file upload).
+
+    None when the part has no Content-Disposition header with a field name.
+    """
     for line in head.split(b"\r\n"):
         key, _, value = line.partition(b":")
         if key.strip().lower() == b"content-disposition":
             _, params = parse_options_header(value)
             name = params.get(b"name")
             if name is None:
-                break
+                return None
             return name.decode("utf-8", "replace"), b"filename" in params
-    raise _malformed("a part has no Content-Disposition header with a field name")
+    return None
 
 
-def files_from_multipart(content_type: str, body: bytes) -> list[bytes]:
+def files_from_multipart(
+    content_type: str, body: bytes, how_to_send: str = HOW_TO_SEND
+) -> list[bytes]:
     """The contents of every file part named ``file``, in order.
 
     A direct split on the boundary (RFC 7578): the body is already in memory and capped, and
     bytes.split in C is an order of magnitude cheaper than a streaming parser for a small upload.
+    ``how_to_send`` ends every message about a malformed body: how the route expects its images.
     """
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
-        raise _malformed("the Content-Type header has no boundary")
+        raise _malformed("the Content-Type header has no boundary", how_to_send)
     # Every delimiter but the first is preceded by CRLF; prefixing one makes them all alike.
     sections = (b"\r\n" + body).split(b"\r\n--" + boundary)
     if len(sections) < 3 or not sections[-1].startswith(b"--"):
-        raise _malformed("the body does not consist of parts between boundary lines")
+        raise _malformed("the body does not consist of parts between boundary lines", how_to_send)
     parts = sections[1:-1]
     most = config.MAX_BATCH_IMAGES + MAX_OTHER_FIELDS
     if len(parts) > most:
@@ -103,8 +109,13 @@ def files_from_multipart(content_type: str, body: bytes) -> list[bytes]:
     for part in parts:
         head, separator, content = part.partition(b"\r\n\r\n")
         if not separator:
-            raise _malformed("a part's headers are not followed by a blank line")
-        name, is_file = _part_name(head)
+            raise _malformed("a part's headers are not followed by a blank line", how_to_send)
+        field = _part_name(head)
+        if field is None:
+            raise _malformed(
+                "a part has no Content-Disposition header with a field name", how_to_send
+            )
+        name, is_file = field
         if name != FIELD_NAME:
             other_names.append(name)
         elif not is_file:
@@ -117,7 +128,7 @@ def files_from_multipart(content_type: str, body: bytes) -> list[bytes]:
     if not files:
         sent = ", ".join(repr(name) for name in other_names) or "no fields"
         raise ClientError(
-            f"the multipart body has no field '{FIELD_NAME}' (it has {sent}). {HOW_TO_SEND}"
+            f"the multipart body has no field '{FIELD_NAME}' (it has {sent}). {how_to_send}"
         )
     return files
 
@@ -152,7 +163,7 @@ async def image_bytes(request: Request) -> bytes:
 async def batch_image_bytes(request: Request) -> list[bytes]:
     """Every image of the multipart field ``file`` (repeated), in order."""
     _, body = await _read_upload(request, accept_raw=False)
-    files = files_from_multipart(request.headers["content-type"], body)
+    files = files_from_multipart(request.headers["content-type"], body, BATCH_HOW_TO_SEND)
     if len(files) > config.MAX_BATCH_IMAGES:
         raise ClientError(
             f"the batch has {len(files)} images; the limit is {config.MAX_BATCH_IMAGES} per "
