@@ -115,12 +115,19 @@ def parse_hey_csv(text: str, concurrency: int, requests: int) -> LoadResult:
     )
 
 
-def run_hey(hey: str, url: str, body_path: Path, requests: int, concurrency: int) -> LoadResult:
+def run_hey(
+    hey: str,
+    url: str,
+    body_path: Path,
+    requests: int,
+    concurrency: int,
+    content_type: str = CONTENT_TYPE,
+) -> LoadResult:
     """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections."""
     command = [
         hey,
         *("-n", str(requests), "-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
-        *("-m", "POST", "-D", str(body_path), "-T", CONTENT_TYPE, "-o", "csv"),
+        *("-m", "POST", "-D", str(body_path), "-T", content_type, "-o", "csv"),
         url,
     ]
     result = subprocess.run(

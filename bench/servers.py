@@ -116,11 +116,12 @@ class Server:
 
     def _tree(self) -> list[psutil.Process]:
         assert self.process is not None
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.process.pid)
+
+    def samples(self) -> list[ProcessSample]:
+        """A cheap look at every process of the tree (no PSS), for sampling under load."""
+        assert self.process is not None
+        return sample_tree(self.process.pid, self.root_role)
 
     def memory(self) -> list[ProcessMemory]:
         """RSS and PSS of every process in the tree; the first entry is the root."""
@@ -167,6 +168,69 @@ class Server:
                 child.kill()
         psutil.wait_procs(alive, timeout=STOP_SECONDS)
         self.process = None
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """One process of a server tree at one moment, split the way /proc/PID/status splits RSS."""
+
+    pid: int
+    role: str
+    rss_mib: float
+    anon_mib: float  # RssAnon: heaps and anonymous maps, where a leak or fragmentation shows
+    file_mib: float  # RssFile: mapped files (libraries, the model, Prometheus' multiprocess files)
+    shmem_mib: float  # RssShmem: shared memory and files on tmpfs mapped into the process
+    threads: int
+    open_files: int  # file descriptors: sockets, temporary files, mapped metrics files
+
+
+def process_tree(root_pid: int) -> list[psutil.Process]:
+    """The root and all its descendants. BentoML's workers start sessions (and process groups)
+    of their own, so the group of the root would miss them: the parent links do not."""
+    try:
+        root = psutil.Process(root_pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _status_mib(pid: int) -> dict[str, float]:
+    # psutil has no RssAnon/RssFile split; Linux writes it in kB in /proc/PID/status.
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def sample_tree(root_pid: int, root_role: str) -> list[ProcessSample]:
+    """RSS (split into anonymous, file and shared memory), threads and descriptors of every
+    process of the tree rooted at ``root_pid``; the first entry is the root."""
+    sampled = []
+    for index, process in enumerate(process_tree(root_pid)):
+        try:
+            with process.oneshot():
+                rss = process.memory_info().rss / 2**20
+                threads = process.num_threads()
+                open_files = process.num_fds()
+                command = " ".join(process.cmdline())
+            split = _status_mib(process.pid)
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            continue  # it exited between the walk and the look
+        sampled.append(
+            ProcessSample(
+                pid=process.pid,
+                role=root_role if index == 0 else _child_role(command),
+                rss_mib=rss,
+                anon_mib=split.get("RssAnon", float("nan")),
+                file_mib=split.get("RssFile", float("nan")),
+                shmem_mib=split.get("RssShmem", float("nan")),
+                threads=threads,
+                open_files=open_files,
+            )
+        )
+    return sampled
 
 
 def _child_role(command: str) -> str:
@@ -216,6 +280,22 @@ def dlops_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server
         port=port,
         ready_path="/readyz",
         log_path=log_dir / f"dlops-{port}.log",
+        root_role="arbiter",
+    )
+
+
+def stock_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
+    """bench/stock_service.py, a service written as BentoML's examples write one, under
+    `bentoml serve` with the same model store and environment as dlops."""
+    port = free_port()
+    service = "bench.stock_service:StockDigitClassifier"
+    return Server(
+        subject="stock",
+        argv=[str(BIN / "bentoml"), "serve", service, "--host", HOST, "--port", str(port)],
+        env=dlops_env(home, extra_env),
+        port=port,
+        ready_path="/readyz",
+        log_path=log_dir / f"stock-{port}.log",
         root_role="arbiter",
     )
 

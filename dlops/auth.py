@@ -9,11 +9,11 @@ and the /ui page's files (the page asks for the key when the API answers 401).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
 from dlops import config
+from dlops.errors import send_json
 from dlops.metrics import prediction_metrics
 
 logger = logging.getLogger(config.LOGGER_NAME)
@@ -80,16 +80,6 @@ class ApiKeyGate:
             message = f"the API key sent is not valid for {scope['path']}: {HOW_TO_AUTHENTICATE}"
         logger.info("%s %s: client error 401: no valid API key", scope["method"], scope["path"])
         prediction_metrics().failed("unauthorized")
-        body = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="dlops"'),
-                ],
-            }
+        await send_json(
+            send, 401, {"error": message}, [(b"www-authenticate", b'Bearer realm="dlops"')]
         )
-        await send({"type": "http.response.body", "body": body})

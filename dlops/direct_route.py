@@ -35,6 +35,7 @@ from dlops.drain import GracefulDrain
 from dlops.errors import ClientError
 from dlops.inference import ModelNotReady
 from dlops.metrics import prediction_metrics, route_metrics
+from dlops.request_timeout import replace_bentoml_timeout
 
 logger = logging.getLogger(config.LOGGER_NAME)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +93,7 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
 
     def to_asgi(self, is_main: bool = True) -> Any:
         app = super().to_asgi(is_main)
+        replace_bentoml_timeout(app)  # BentoML's keeps every request in memory until it expires
         for name in dir(self.inner):
             route = getattr(getattr(self.inner, name), "__direct_route__", None)
             if route is not None:

@@ -29,6 +29,20 @@ BATCH_HOW_TO_SEND = (
 )
 
 
+async def send_json(
+    send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer an ASGI request with ``payload`` as JSON, from middleware outside any framework."""
+    body = json.dumps(payload).encode()
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ClientError(BentoMLException):
     """A request the client must change: the message says what was wrong and what is expected."""
 
