@@ -34,7 +34,7 @@ from dlops.auth import ApiKeyGate
 from dlops.drain import GracefulDrain
 from dlops.errors import ClientError
 from dlops.inference import ModelNotReady
-from dlops.metrics import prediction_metrics, route_metrics
+from dlops.metrics import FlushBeforeScrape, prediction_metrics, route_metrics
 from dlops.request_timeout import replace_bentoml_timeout
 
 logger = logging.getLogger(config.LOGGER_NAME)
@@ -99,6 +99,7 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
             if route is not None:
                 path, read = route
                 app = DirectRoute(app, path=path, read=read, handler=name)
+        app = FlushBeforeScrape(app)
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
             app = ApiKeyGate(app, config.API_KEY)
         return GracefulDrain(app)

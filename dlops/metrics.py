@@ -9,7 +9,11 @@ single- or multi-process storage when it is first imported.
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
+import threading
+import time
 from functools import cache
 from typing import Any
 
@@ -20,6 +24,8 @@ STAGE_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 0.01, 0.0
 # Probabilities: fine near 0 and 1, where a healthy model's answers pile up; a drift of the inputs
 # shows as answers moving into the middle buckets.
 PROBA_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# How stale another worker's per-image metrics may be in a scrape.
+FLUSH_SECONDS = 1.0
 
 
 class RouteMetrics:
@@ -54,8 +60,44 @@ class RouteMetrics:
         histogram.observe(seconds)
 
 
+class _Tally:
+    """Observations of one histogram, counted in the worker and written to its storage in bulk.
+
+    In Prometheus multiprocess mode (BentoML's workers) every increment is a locked write to a
+    memory-mapped file, ~1 µs: observing each image's stages and probability one by one cost
+    ~7 µs an image, a fifth of /predict_batch's throughput. Counting here costs a bisect.
+    """
+
+    def __init__(self, histogram: Any, buckets: tuple[float, ...]) -> None:
+        self._histogram = histogram
+        self._bounds = [*buckets, math.inf]  # as prometheus_client stores them, +Inf last
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1  # first bound >= value
+        self._sum += value
+
+    def flush(self) -> None:
+        if not any(self._counts):
+            return
+        # prometheus_client offers no bulk observe: its histogram child keeps one counter per
+        # bucket (not cumulative) and one for the sum, as in Histogram.observe.
+        for bucket, count in zip(self._histogram._buckets, self._counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self._histogram._sum.inc(self._sum)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+
 class PredictionMetrics:
-    """What the model answered, where each image's time went, and why requests failed."""
+    """What the model answered, where each image's time went, and why requests failed.
+
+    Per-image figures are tallied in the worker and written out every FLUSH_SECONDS, and
+    before this worker answers a scrape (``FlushBeforeScrape``): with one worker, /metrics is
+    exact; with several, another worker's last second may be missing from a scrape.
+    """
 
     def __init__(self) -> None:
         from prometheus_client import Counter, Histogram
@@ -63,7 +105,7 @@ class PredictionMetrics:
         self._predictions = Counter(
             "dlops_predictions", "Images classified, by the label answered", ["label"]
         )
-        self._proba = Histogram(
+        proba = Histogram(
             "dlops_prediction_proba",
             "The probability the model gave the positive label, one observation per image",
             buckets=PROBA_BUCKETS,
@@ -75,33 +117,61 @@ class PredictionMetrics:
             ["stage"],
             buckets=STAGE_BUCKETS,
         )
-        self._decode = stage_seconds.labels(stage="decode")
-        self._preprocess = stage_seconds.labels(stage="preprocess")
-        self._infer = stage_seconds.labels(stage="infer")
+        self._proba = _Tally(proba, PROBA_BUCKETS)
+        self._decode = _Tally(stage_seconds.labels(stage="decode"), STAGE_BUCKETS)
+        self._preprocess = _Tally(stage_seconds.labels(stage="preprocess"), STAGE_BUCKETS)
+        self._infer = _Tally(stage_seconds.labels(stage="infer"), STAGE_BUCKETS)
+        self._label_counts: dict[str, int] = {}
         self._errors = Counter(
             "dlops_errors",
             "Failed requests and images, by kind (not_an_image, no_ink, image_too_large, "
             "request_entity_too_large, unsupported_media_type, unauthorized, ...)",
             ["kind"],
         )
-        self._labels: dict[str, Any] = {}
+        # Requests are answered on the event loop and on worker threads (large uploads).
+        self._lock = threading.Lock()
+        threading.Thread(target=self._flush_periodically, name="metrics-flush", daemon=True).start()
 
     def prepared(self, decode_seconds: float, preprocess_seconds: float) -> None:
-        self._decode.observe(decode_seconds)
-        self._preprocess.observe(preprocess_seconds)
+        with self._lock:
+            self._decode.observe(decode_seconds)
+            self._preprocess.observe(preprocess_seconds)
 
     def inferred(self, seconds: float, answers: list[tuple[float, str]]) -> None:
         """One model call: its time, and each image's (probability, label)."""
-        self._infer.observe(seconds)
-        for proba, label in answers:
-            counter = self._labels.get(label)
-            if counter is None:
-                counter = self._labels[label] = self._predictions.labels(label=label)
-            counter.inc()
-            self._proba.observe(proba)
+        with self._lock:
+            self._infer.observe(seconds)
+            for proba, label in answers:
+                self._label_counts[label] = self._label_counts.get(label, 0) + 1
+                self._proba.observe(proba)
 
     def failed(self, kind: str) -> None:
-        self._errors.labels(kind=kind).inc()
+        self._errors.labels(kind=kind).inc()  # rare: written at once
+
+    def flush(self) -> None:
+        with self._lock:
+            for tally in (self._proba, self._decode, self._preprocess, self._infer):
+                tally.flush()
+            for label, count in self._label_counts.items():
+                self._predictions.labels(label=label).inc(count)
+            self._label_counts.clear()
+
+    def _flush_periodically(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+
+class FlushBeforeScrape:
+    """ASGI middleware: GET /metrics sees every prediction this worker has made so far."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            prediction_metrics().flush()
+        await self.app(scope, receive, send)
 
 
 def error_kind(error: Exception) -> str:
