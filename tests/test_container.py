@@ -192,6 +192,16 @@ def test_serves_real_digits_on_port(container: Container) -> None:
     assert "telemetry" not in logs  # onnxruntime's is off (ORT_DISABLE_TELEMETRY in the image)
 
 
+def test_the_page_and_the_open_inference_protocol_are_in_the_image(container: Container) -> None:
+    page = httpx.get(f"{container.url}/ui/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert httpx.get(f"{container.url}/ui/app.js", timeout=30).status_code == 200
+    # Behind Heroku's router (TLS ends there) the redirect to the page stays on https.
+    redirect = httpx.get(f"{container.url}/ui", headers={"X-Forwarded-Proto": "https"})
+    assert redirect.headers["location"].startswith("https://"), redirect.headers
+    assert httpx.get(f"{container.url}/v2", timeout=30).json()["name"] == "dlops"
+
+
 def test_a_bad_upload_is_a_4xx_json_error(container: Container) -> None:
     files = {"file": ("notes.txt", b"not an image", "text/plain")}
     response = httpx.post(f"{container.url}/predict", files=files, timeout=30)
