@@ -27,8 +27,16 @@ def test_bentoml_build_records_the_model_and_the_code(model_home: Path) -> None:
     (service,) = manifest["services"]
     assert [model["tag"].split(":")[0] for model in service["models"]] == ["binary_classifier_3"]
     assert manifest["schema"]["routes"][0]["route"] == "/predict"
-    packed = {path.relative_to(bento / "src").as_posix() for path in (bento / "src").rglob("*.py")}
-    assert {"service.py", "dlops/imaging.py", "dlops/upload.py"} <= packed
-    assert not any(path.startswith(("tests/", "training/", "bench/")) for path in packed)
+    packed = {
+        path.relative_to(bento / "src").as_posix()
+        for path in (bento / "src").rglob("*")
+        if path.is_file()
+    }
+    assert {"service.py", "dlops/imaging.py", "dlops/upload.py", "dlops/kserve.py"} <= packed
+    assert {"dlops/static/index.html", "dlops/static/app.js"} <= packed  # the /ui page
+    assert not any(
+        path.startswith(("tests/", "training/", "bench/", "deploy/", "models/", ".git"))
+        for path in packed
+    )
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements
