@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data import DEFAULT_SEED, Split, split_mnist_5k
+
+M = TypeVar("M", bound=nn.Module)
 
 THRESHOLD = 0.5
 BATCH_SIZE = 64
@@ -46,10 +49,14 @@ NOISE_CHECK_PER_KIND = 200
 NOISE_CHECK_SEED_OFFSET = 10_000
 
 
-class ThreeClassifier(nn.Module):
-    """uint8 [N, 28, 28] white-on-black digit -> float32 logit [N, 1] for "a 3"."""
+class SmallCNN(nn.Module):
+    """uint8 [N, 28, 28] white-on-black digit -> float32 logits [N, n_outputs].
 
-    def __init__(self) -> None:
+    Shared with the 10-digit model (training/train_digits10.py), which differs only in the
+    width of the last layer.
+    """
+
+    def __init__(self, n_outputs: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
@@ -64,12 +71,19 @@ class ThreeClassifier(nn.Module):
             nn.Linear(32 * 7 * 7, 64),
             nn.ReLU(),
             nn.Dropout(0.3),
-            nn.Linear(64, 1),
+            nn.Linear(64, n_outputs),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(torch.float32).div(255.0).sub(MNIST_MEAN).div(MNIST_STD)
         return self.head(self.features(x.unsqueeze(1)))
+
+
+class ThreeClassifier(SmallCNN):
+    """uint8 [N, 28, 28] white-on-black digit -> float32 logit [N, 1] for "a 3"."""
+
+    def __init__(self) -> None:
+        super().__init__(n_outputs=1)
 
 
 # --- augmentation ---------------------------------------------------------------------
@@ -330,7 +344,7 @@ def train(
 # --- export ---------------------------------------------------------------------------
 
 
-def export_onnx(model: ThreeClassifier, out: Path) -> None:
+def export_onnx(model: SmallCNN, out: Path, output_name: str = "output") -> None:
     """One self-contained file with a dynamic batch dimension.
 
     The legacy TorchScript exporter (dynamo=False) keeps the weights inside the .onnx
@@ -344,8 +358,8 @@ def export_onnx(model: ThreeClassifier, out: Path) -> None:
         (torch.zeros(1, 28, 28, dtype=torch.uint8),),
         str(out),
         input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        output_names=[output_name],
+        dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
         opset_version=OPSET,
         dynamo=False,
     )
@@ -372,29 +386,39 @@ def verify_onnx(model: ThreeClassifier, out: Path, test_images: torch.Tensor) ->
     return max_diff
 
 
-def main() -> None:
+def training_parser(description: str, default_out: Path) -> argparse.ArgumentParser:
+    """The options both training scripts share: seed, epochs and where the ONNX file goes."""
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data split and training")
     parser.add_argument("--epochs", type=int, default=20, help="fixed length, no early stopping")
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("models/binary_classifier_3.onnx"),
+        default=default_out,
         help="ONNX file; the metrics JSON goes beside it as <stem>.metrics.json",
     )
-    args = parser.parse_args()
+    return parser
 
-    make_reproducible(args.seed)
-    splits = split_mnist_5k(args.seed)
-    model = ThreeClassifier()
+
+def start_run(seed: int, make_model: Callable[[], M]) -> tuple[M, dict[str, Split]]:
+    """Seed everything, then split the data and build the model, in that order (reproducible)."""
+    make_reproducible(seed)
+    splits = split_mnist_5k(seed)
+    model = make_model()
     n_parameters = sum(p.numel() for p in model.parameters())
     print(
         f"train {len(splits['train'].digits)}  val {len(splits['val'].digits)}  "
         f"test {len(splits['test'].digits)}  parameters {n_parameters}"
     )
+    return model, splits
+
+
+def main() -> None:
+    parser = training_parser(__doc__.splitlines()[0], Path("models/binary_classifier_3.onnx"))
+    args = parser.parse_args()
+    model, splits = start_run(args.seed, ThreeClassifier)
 
     started = time.perf_counter()
     train(model, splits["train"], splits["val"], args.epochs, args.seed)
@@ -409,7 +433,7 @@ def main() -> None:
         "noise": noise_check(model, args.seed),
         "seed": args.seed,
         "epochs": args.epochs,
-        "parameters": n_parameters,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "torch_version": torch.__version__,
         "training_seconds": round(training_seconds, 1),
     }
