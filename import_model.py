@@ -1,12 +1,12 @@
-"""Validate an ONNX image classifier and import it into the BentoML model store.
+"""Validate an ONNX image classifier, decide how to serve it, and import it into the model store.
 
-    python import_model.py [PATH] [--name binary_classifier_3] [--threshold 0.5] [--labels "no 3,3"]
+    python import_model.py [PATH] [--name NAME] [--labels "no 3,3"] [--size 224] ...
 
-The graph must pass the ONNX checker, open in onnxruntime and answer one logit per image for one
-uint8 [N, height, width] input. Its signature, sha256, threshold, labels and the metrics from the
-model card's JSON (``<model>.metrics.json`` beside the file, when present) are stored as model
-metadata, which the service reads instead of hard-coding them. Importing the same file with the
-same settings again is a no-op that prints the existing tag.
+The spec (input, preprocessing, labels, answer) is resolved by dlops/resolve.py from the graph,
+ONNX metadata_props, sidecar files beside the model (labels.txt, index_to_name.json, config.json,
+preprocessor_config.json, each also as <model>.<name>) and these flags, highest first; it is
+printed with the source of every value and stored as spec.json with the model. Importing the
+same file with the same spec again is a no-op that prints the existing tag.
 """
 
 from __future__ import annotations
@@ -14,36 +14,63 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dlops import config
-from dlops.inference import BinaryImageClassifier, SignatureError
 from dlops.model_store import damage, file_sha256
+from dlops.resolve import (
+    PRESETS,
+    ImportRefused,
+    Overrides,
+    Resolution,
+    describe,
+    parse_number,
+    parse_numbers,
+    parse_size,
+    resolve_spec,
+)
+from dlops.spec import (
+    ACTIVATIONS,
+    COLORS,
+    INTERPOLATIONS,
+    LAYOUTS,
+    MODES,
+    ModelSpec,
+    SpecError,
+    load_spec,
+    save_spec,
+)
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "binary_classifier_3.onnx"
 MODEL_CARD_NAME = "MODEL_CARD.md"
+# BentoML's rule for a tag's name.
+NAME_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+NAME_MAX_LENGTH = 63
 
 
-class ImportRefused(Exception):
-    """The file is not a model this service can serve; the message says why, on one line."""
+def default_name(path: Path) -> str:
+    """The file's stem as a valid BentoML model name (lowercase; other characters → "_")."""
+    name = re.sub(r"[^a-z0-9_.-]", "_", path.stem.lower())
+    name = name[:NAME_MAX_LENGTH].strip("_.-")
+    return name or "model"
 
 
-def parse_labels(text: str) -> tuple[str, str]:
-    labels = tuple(part.strip() for part in text.split(","))
-    if len(labels) != 2 or not all(labels):
+def model_name(text: str) -> str:
+    if len(text) > NAME_MAX_LENGTH or not NAME_PATTERN.match(text):
         raise argparse.ArgumentTypeError(
-            f"--labels takes two comma-separated names, below then above the threshold "
-            f'(e.g. "no 3,3"), got {text!r}'
+            f"--name {text!r} is not a valid model name: lowercase letters, digits, '_', '-' and "
+            f"'.', starting and ending with a letter or digit, at most {NAME_MAX_LENGTH} long"
         )
-    return labels[0], labels[1]
+    return text
 
 
-def parse_threshold(text: str) -> float:
+def threshold(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -55,35 +82,36 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def validate(path: Path, threshold: float, labels: tuple[str, str]) -> BinaryImageClassifier:
-    """Refuse anything the service could not load or would answer wrongly for."""
-    import onnx  # only the importer needs the checker; the service runs on onnxruntime alone
+def positive_int(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number above 0, got {text!r}")
+        return value
 
-    if not path.is_file():
-        raise ImportRefused(f"{path}: no such file (train one with `make train` or give a path)")
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as error:  # the checker raises several types, protobuf's among them
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise ImportRefused(f"{path}: not a valid ONNX model ({first_line})") from error
-    try:
-        classifier = BinaryImageClassifier(path, threshold, labels)
-    except SignatureError as error:
-        raise ImportRefused(f"{path}: wrong signature: {error}") from error
-    except Exception as error:  # onnxruntime's own errors are not a public hierarchy
-        raise ImportRefused(f"{path}: onnxruntime cannot open it ({error})") from error
-    size = classifier.image_size
-    try:
-        logits = classifier.logits(np.zeros((2, size, size), dtype=np.uint8))
-    except Exception as error:
-        raise ImportRefused(
-            f"{path}: a trial inference on a batch of 2 failed ({error})"
-        ) from error
-    if logits.shape != (2,) or not np.all(np.isfinite(logits)):
-        raise ImportRefused(f"{path}: a trial batch of 2 gave {logits!r}, not 2 finite logits")
-    return classifier
+    return parse
+
+
+def checked(parse: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
+    """An argparse type from one of dlops.resolve's parsers (their ValueError names the value)."""
+
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{flag}: {error}") from None
+
+    return wrapped
+
+
+def positive_number(text: str) -> float:
+    value = parse_number(text)
+    if value <= 0:
+        raise ValueError(f"expected a number above 0, got {text!r}")
+    return value
 
 
 def card_metrics(path: Path) -> dict[str, Any]:
@@ -94,31 +122,40 @@ def card_metrics(path: Path) -> dict[str, Any]:
     return dict(json.loads(metrics_path.read_text()).get("test", {}))
 
 
-def build_metadata(
-    path: Path, classifier: BinaryImageClassifier, threshold: float, labels: tuple[str, str]
-) -> dict[str, Any]:
-    signature = classifier.signature
-    return {
+def build_metadata(path: Path, resolution: Resolution) -> dict[str, Any]:
+    """Key fields of the spec mirrored in BentoML's metadata (spec.json is the source of truth)."""
+    spec = resolution.spec
+    source, post = spec.input, spec.postprocess
+    metadata: dict[str, Any] = {
         "sha256": file_sha256(path),
         "source_file": path.name,
-        "input_name": signature.input_name,
-        "input_dtype": signature.input_dtype,
-        "input_shape": [str(dim) for dim in signature.input_shape],
-        "image_size": classifier.image_size,
-        "output_name": signature.output_name,
-        "threshold": threshold,
-        "labels": list(labels),
+        "input_name": source.name,
+        "input_dtype": source.dtype,
+        "input_shape": list(resolution.input_shape),
+        "layout": source.layout,
+        "height": source.height,
+        "width": source.width,
+        "output_name": post.output,
+        "classes": post.classes,
+        "activation": post.activation,
+        "preprocess_mode": spec.preprocess.mode,
+        "labels": list(post.labels),
         "metrics": card_metrics(path),
     }
+    if source.height == source.width:
+        metadata["image_size"] = source.height
+    if post.is_binary:
+        metadata["threshold"] = post.threshold
+    return metadata
 
 
-def latest_matching(name: str, metadata: dict[str, Any]) -> Any | None:
-    """The latest stored version, when it already holds these bytes with these settings.
+def latest_matching(name: str, spec: ModelSpec, sha256: str) -> Any | None:
+    """The latest stored version, when it already holds these bytes served this way.
 
     Only the latest counts: if an older version matched, `:latest` would still serve another
     model, so importing again must make this one the latest. A latest version whose stored file
-    was damaged does not count either: importing again is how the service's start-up check tells
-    users to repair it.
+    was damaged does not count, nor one without a readable spec.json (imported by an older
+    release): importing again is how the service's start-up check tells users to repair both.
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -127,49 +164,140 @@ def latest_matching(name: str, metadata: dict[str, Any]) -> Any | None:
         latest = bentoml.models.get(f"{name}:latest")
     except NotFound:
         return None
-    stored = latest.info.metadata
-    same = all(stored.get(key) == metadata[key] for key in ("sha256", "threshold", "labels"))
-    return latest if same and damage(latest) is None else None
+    if latest.info.metadata.get("sha256") != sha256 or damage(latest) is not None:
+        return None
+    try:
+        stored = load_spec(Path(latest.path))
+    except SpecError:
+        return None
+    return latest if stored.identity() == spec.identity() else None
 
 
-def import_model(
-    path: Path, name: str, threshold: float, labels: tuple[str, str]
-) -> tuple[str, bool]:
+def import_model(path: Path, name: str, resolution: Resolution) -> tuple[str, bool]:
     """Returns the model's tag and whether a new version was created."""
     import bentoml
 
-    classifier = validate(path, threshold, labels)
-    metadata = build_metadata(path, classifier, threshold, labels)
-    existing = latest_matching(name, metadata)
+    spec = resolution.spec
+    metadata = build_metadata(path, resolution)
+    existing = latest_matching(name, spec, metadata["sha256"])
     if existing is not None:
         return str(existing.tag), False
+    task = "binary-image-classification" if spec.postprocess.is_binary else "image-classification"
     with bentoml.models.create(
-        name, labels={"framework": "onnx", "task": "binary-image-classification"}, metadata=metadata
+        name, labels={"framework": "onnx", "task": task}, metadata=metadata
     ) as model:
         shutil.copyfile(path, model.path_of(config.MODEL_FILE_NAME))
-        card = path.parent / MODEL_CARD_NAME
+        save_spec(spec, Path(model.path))
+        card = path.with_name(f"{path.stem}.card.md")
         if card.is_file():
             shutil.copyfile(card, model.path_of(MODEL_CARD_NAME))
     return str(model.tag), True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX file")
-    parser.add_argument("--name", default=config.DEFAULT_MODEL_NAME, help="model store name")
-    parser.add_argument("--threshold", type=parse_threshold, default=config.DEFAULT_THRESHOLD)
-    parser.add_argument(
-        "--labels",
-        type=parse_labels,
-        default=config.DEFAULT_LABELS,
-        help='below-threshold and above-threshold labels, comma-separated (default "no 3,3")',
+def spec_table(spec: ModelSpec) -> list[str]:
+    """Every field of the spec, its value and where the value came from, aligned."""
+    rows = [("field", "value", "source")]
+    for section in ("input", "preprocess", "postprocess"):
+        for key, value in vars(getattr(spec, section)).items():
+            dotted = f"{section}.{key}"
+            shown = "any" if dotted == "input.max_batch" and value is None else describe(value)
+            rows.append((dotted, shown, spec.sources.get(dotted, "")))
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    return [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip() for row in rows]
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="import_model.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Values not given are read from the model and the files beside it, or assumed "
+        "(the import says which); a model it cannot serve or decide is refused in one line.",
     )
-    args = parser.parse_args(argv)
+    cli.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_MODEL_PATH,
+        help="the ONNX file (default: models/binary_classifier_3.onnx)",
+    )
+    cli.add_argument(
+        "--name",
+        type=model_name,
+        help="model store name (default: the file's name, e.g. binary_classifier_3)",
+    )
+    graph = cli.add_argument_group("input and output")
+    graph.add_argument(
+        "--layout", choices=LAYOUTS, help="when dimensions 1 and 3 could both be channels"
+    )
+    graph.add_argument(
+        "--size",
+        type=checked(parse_size, "--size"),
+        metavar="N|HxW",
+        help="the image size, for an input whose height/width are dynamic",
+    )
+    graph.add_argument(
+        "--output", metavar="NAME", help="the scores' output, when there are several"
+    )
+    answer = cli.add_argument_group("answer")
+    answer.add_argument(
+        "--labels",
+        metavar='"A,B,..."|@FILE',
+        help="class names in output order (binary: negative,positive), or @file with one per line",
+    )
+    answer.add_argument(
+        "--threshold",
+        type=threshold,
+        metavar="P",
+        help="binary models: P(positive) above it (default 0.5)",
+    )
+    answer.add_argument(
+        "--top-k", type=positive_int("--top-k"), metavar="N", help="classes per answer (default 5)"
+    )
+    answer.add_argument(
+        "--activation", choices=ACTIVATIONS, help="applied to the output (default: detected)"
+    )
+    pre = cli.add_argument_group("preprocessing")
+    pre.add_argument("--preset", choices=PRESETS, help="the starting point for the fields below")
+    pre.add_argument(
+        "--mode", choices=MODES, help="digit: MNIST-style; resize-crop: shorter side, centre crop"
+    )
+    pre.add_argument(
+        "--resize",
+        type=positive_int("--resize"),
+        metavar="N",
+        help="resize-crop: the shorter side before the centre crop",
+    )
+    pre.add_argument("--interpolation", choices=INTERPOLATIONS)
+    pre.add_argument("--color", choices=COLORS, help="the channels' order; L: grayscale")
+    pre.add_argument(
+        "--scale", type=checked(positive_number, "--scale"), metavar="X", help="e.g. 1/255"
+    )
+    pre.add_argument(
+        "--mean",
+        type=checked(parse_numbers, "--mean"),
+        metavar="A[,B,C]",
+        help="pixel * scale - mean, per channel or one for all",
+    )
+    pre.add_argument(
+        "--std", type=checked(parse_numbers, "--std"), metavar="A[,B,C]", help="... / std"
+    )
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    path: Path = args.path
+    overrides = Overrides(**{item.name: getattr(args, item.name) for item in fields(Overrides)})
     try:
-        tag, created = import_model(args.path, args.name, args.threshold, args.labels)
+        resolution = resolve_spec(path, overrides)
+        tag, created = import_model(path, args.name or default_name(path), resolution)
     except ImportRefused as refusal:
-        print(f"import_model.py: error: {refusal}", file=sys.stderr)
+        print(f"import_model.py: error: {path}: {refusal}", file=sys.stderr)
         return 1
+    for line in spec_table(resolution.spec):
+        print(line)
+    for note in resolution.notes:
+        print(f"note: {note}")
     print(f"{'imported' if created else 'already imported, unchanged'}: {tag}")
     return 0
 

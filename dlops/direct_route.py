@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import bentoml
 from starlette.requests import Request
 
@@ -36,35 +34,19 @@ from dlops.errors import ClientError
 from dlops.inference import ModelNotReady
 from dlops.metrics import FlushBeforeScrape, prediction_metrics, route_metrics
 from dlops.request_timeout import replace_bentoml_timeout
+from dlops.upload import requested_top_k
 
 logger = logging.getLogger(config.LOGGER_NAME)
 F = TypeVar("F", bound=Callable[..., Any])
 Reader = Callable[[Request], Awaitable[Any]]
 
-# Small uploads (a digit PNG is ~300 bytes, a phone crop a few kB) are classified on the event
-# loop: ~100 µs of work is cheaper than a thread hand-off. Large photos take milliseconds to a
-# second to decode, so they go to a thread and leave the loop free for other requests; one at a
-# time per worker, because a 40 MP image needs hundreds of MB while it is decoded.
-INLINE_MAX_BYTES = 256 * 1024
-_large_upload_slots: anyio.CapacityLimiter | None = None
-
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def large_upload_limiter() -> anyio.CapacityLimiter:
-    global _large_upload_slots
-    if _large_upload_slots is None:  # created lazily: it must belong to the running event loop
-        _large_upload_slots = anyio.CapacityLimiter(1)
-    return _large_upload_slots
-
-
-def _upload_size(upload: bytes | list[bytes]) -> int:
-    return len(upload) if isinstance(upload, bytes) else sum(len(part) for part in upload)
-
-
 def direct_route(path: str, read: Reader) -> Callable[[F], F]:
-    """Mark a service method to answer ``POST path`` with ``method(await read(request))``.
+    """Mark a service method to answer ``POST path`` with ``await method(upload, top_k)``.
 
+    ``upload`` is ``await read(request)``, ``top_k`` the query's ``?top_k=N`` (None if absent).
     The method returns what the JSON body should hold; ``ClientError`` becomes its 4xx answer.
     """
 
@@ -106,7 +88,7 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
 
 
 class DirectRoute:
-    """ASGI middleware: ``POST path`` → ``service_instance.<handler>(await read(request))``."""
+    """ASGI middleware: ``POST path`` → ``await service_instance.<handler>(upload, top_k)``."""
 
     def __init__(self, app: Any, path: str, read: Reader, handler: str) -> None:
         self.app = app
@@ -161,16 +143,12 @@ class DirectRoute:
     async def answer(self, request: Request) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         handler = getattr(bentoml.get_current_service(), self.handler)
         try:
-            upload = await self._read_in_time(request)
-            if _upload_size(upload) <= INLINE_MAX_BYTES:
-                result = handler(upload)
-            else:
-                result = await anyio.to_thread.run_sync(
-                    handler, upload, limiter=large_upload_limiter()
-                )
+            top_k = requested_top_k(request.query_params.get("top_k"))
+            result = await handler(await self._read_in_time(request), top_k)
         except ClientError as error:
             logger.info("%s: client error %d: %s", self.path, error.error_code, error.message)
-            prediction_metrics().failed(error.kind)
+            if not error.counted:  # the core counts the images it refuses
+                prediction_metrics().failed(error.kind)
             return error.error_code, {"error": error.message}, []
         except ModelNotReady as error:
             prediction_metrics().failed("model_not_ready")

@@ -52,6 +52,8 @@ class ClientError(BentoMLException):
         super().__init__(message, error_code=HTTPStatus(status))
         # What went wrong, for the dlops_errors_total{kind} metric: "no_ink", "not_an_image"...
         self.kind = kind or HTTPStatus(status).name.lower()
+        # Set once dlops_errors_total has counted it, so that no layer counts it twice.
+        self.counted = False
 
 
 def error_message(status: int, body: bytes, content_type: str, scope: Scope) -> str:

@@ -17,6 +17,8 @@ import time
 from functools import cache
 from typing import Any
 
+from dlops.compat import histogram_counters
+
 # Latency buckets from 0.5 ms (a digit PNG) to 10 s (a 40 MP photo), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 # A stage of one image takes from ~10 µs (inference of a digit) to seconds (decoding a photo).
@@ -81,12 +83,11 @@ class _Tally:
     def flush(self) -> None:
         if not any(self._counts):
             return
-        # prometheus_client offers no bulk observe: its histogram child keeps one counter per
-        # bucket (not cumulative) and one for the sum, as in Histogram.observe.
-        for bucket, count in zip(self._histogram._buckets, self._counts, strict=True):
+        buckets, total = histogram_counters(self._histogram)
+        for bucket, count in zip(buckets, self._counts, strict=True):
             if count:
                 bucket.inc(count)
-        self._histogram._sum.inc(self._sum)
+        total.inc(self._sum)
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
 
@@ -103,17 +104,21 @@ class PredictionMetrics:
         from prometheus_client import Counter, Histogram
 
         self._predictions = Counter(
-            "dlops_predictions", "Images classified, by the label answered", ["label"]
+            "dlops_predictions",
+            "Images classified, by the label answered (by ranges of class indices for models "
+            "of more than 50 classes)",
+            ["label"],
         )
         proba = Histogram(
             "dlops_prediction_proba",
-            "The probability the model gave the positive label, one observation per image",
+            "P(positive) for a binary model, the top-1 probability for a multi-class one; one "
+            "observation per image",
             buckets=PROBA_BUCKETS,
         )
         stage_seconds = Histogram(
             "dlops_stage_duration_seconds",
-            "Time per stage: decode (bytes to pixels, per image), preprocess (to the MNIST "
-            "format, per image), infer (the model, per call of a batch)",
+            "Time per stage: decode (bytes to pixels, per image), preprocess (to the model's "
+            "input, per image), infer (the model, per call of a batch)",
             ["stage"],
             buckets=STAGE_BUCKETS,
         )
@@ -137,11 +142,11 @@ class PredictionMetrics:
             self._decode.observe(decode_seconds)
             self._preprocess.observe(preprocess_seconds)
 
-    def inferred(self, seconds: float, answers: list[tuple[float, str]]) -> None:
-        """One model call: its time, and each image's (probability, label)."""
+    def inferred(self, seconds: float, probas: list[float], labels: list[str]) -> None:
+        """One model call: its time, and each image's probability and (bounded) label."""
         with self._lock:
             self._infer.observe(seconds)
-            for proba, label in answers:
+            for proba, label in zip(probas, labels, strict=True):
                 self._label_counts[label] = self._label_counts.get(label, 0) + 1
                 self._proba.observe(proba)
 

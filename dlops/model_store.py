@@ -1,23 +1,62 @@
-"""The model's entry in the BentoML model store: found, and intact, before anything is served.
+"""The model's entry in the BentoML model store: found, intact and servable before anything is.
 
 Without this check a missing model stops `bentoml serve` with BentoML's message about a cloud
 context, and a damaged file leaves a server that answers 503 for ever. Both are one line here,
 saying what to run, and a non-zero exit before any worker starts (so no restart loop either).
+The entry's spec.json (dlops/spec.py) is read and validated here too.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlops import config
+from dlops.compat import bentoml_home
+from dlops.spec import ModelSpec, SpecError, load_spec
 
 IMPORT_HINT = "run `make serve` (it imports the model first) or `python import_model.py`"
 
 
+@dataclass(frozen=True)
+class StoredModel:
+    """A model store entry that can be served: its ONNX file intact, its spec valid."""
+
+    model: Any  # bentoml.Model
+    spec: ModelSpec
+
+    @property
+    def tag(self) -> str:
+        return str(self.model.tag)
+
+    @property
+    def path(self) -> Path:
+        """The entry's directory."""
+        return Path(self.model.path)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / config.MODEL_FILE_NAME
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.model.info.metadata)
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_hint(name: str) -> str:
+    """What to run to import the model ``name`` (again)."""
+    if name == config.DEFAULT_MODEL_NAME:
+        return IMPORT_HINT
+    return (
+        f"run `python import_model.py PATH/TO/MODEL.onnx --name {name}` with the flags it was "
+        "imported with"
+    )
 
 
 def damage(model: Any) -> str | None:
@@ -35,23 +74,36 @@ def damage(model: Any) -> str | None:
     return None
 
 
-def check_stored_model(tag: str) -> None:
-    """Exit with one line saying what to run when the model is missing or damaged."""
+def stored_spec(model: Any) -> ModelSpec:
+    """The spec stored with a model store entry; SpecError when missing or not servable."""
+    return load_spec(Path(model.path))
+
+
+def check_stored_model(tag: str) -> StoredModel:
+    """The model and its spec; exits with one line saying what to run when either is unusable."""
     import bentoml
-    from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml.exceptions import NotFound
 
+    name = tag.split(":", 1)[0]
     try:
         model = bentoml.models.get(tag)
     except NotFound:
-        home = BentoMLContainer.bentoml_home.get()
+        home = bentoml_home()
         raise SystemExit(
             f"dlops: the model {tag} is not in the BentoML model store ({home}/models); "
-            f"{IMPORT_HINT}, or set BENTOML_HOME to the store that holds it"
+            f"{import_hint(name)}, or set BENTOML_HOME to the store that holds it"
         ) from None
     problem = damage(model)
     if problem is not None:
         raise SystemExit(
             f"dlops: the stored model {model.tag} cannot be served: {problem}; import it again: "
-            f"{IMPORT_HINT}"
+            f"{import_hint(name)}"
         )
+    try:
+        spec = stored_spec(model)
+    except SpecError as error:
+        raise SystemExit(
+            f"dlops: the stored model {model.tag} cannot be served: its spec: {error}; import it "
+            f"again: {import_hint(name)}"
+        ) from None
+    return StoredModel(model, spec)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
+from dlops.compat import bentoml_timeout_middleware, starlette_user_middleware
 from dlops.errors import send_json
 
 
@@ -55,8 +54,9 @@ class RequestTimeout:
 
 def replace_bentoml_timeout(app: Any) -> None:
     """Swap BentoML's TimeoutMiddleware for RequestTimeout in a Starlette app not yet started."""
-    if getattr(app, "middleware_stack", None) is not None:
-        raise RuntimeError("the app's middleware stack is already built")
-    for middleware in getattr(app, "user_middleware", []):
-        if middleware.cls is TimeoutMiddleware:
+    bentoml_timeout = bentoml_timeout_middleware()
+    for middleware in starlette_user_middleware(app):
+        if middleware.cls is bentoml_timeout:
             middleware.cls = RequestTimeout
+            return
+    raise RuntimeError("BentoML's app has no TimeoutMiddleware to replace (see dlops/compat.py)")

@@ -1,4 +1,5 @@
-"""The page at /ui: draw a digit or drop an image of one, and see the model's answer.
+"""The page at /ui: draw a digit (digit models) or upload, drop, paste or photograph an image,
+and see the model's answer.
 
 Plain files from ``dlops/static`` (HTML, CSS, JavaScript; no build step, nothing loaded from
 another origin, so the page works offline), served by a small Starlette app that service.py
@@ -7,7 +8,8 @@ origin like any other client, so it exercises the real API and shows its real er
 
 ``/ui`` reaches the page through Starlette's slash redirect to ``/ui/`` (a mount only matches
 below its prefix), which the page needs anyway: its assets and ``../predict`` are relative URLs,
-so it keeps working under a path prefix or a proxy.
+so it keeps working under a path prefix or a proxy. ``model.json`` tells the page which model
+it serves: its name, labels and whether it takes drawn digits.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -80,8 +83,30 @@ class PageMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+async def model_description(request: Request) -> JSONResponse:
+    """What the page adapts to: the drawing pad for digit models, upload for the others."""
+    import bentoml
+
+    service = bentoml.get_current_service()
+    spec, tag = service.spec, service.model.tag
+    post = spec.postprocess
+    return JSONResponse(
+        {
+            "name": tag.name,
+            "version": str(tag.version),
+            "input": "digit" if spec.preprocess.mode == "digit" else "image",
+            "binary": post.is_binary,
+            "labels": list(post.labels),
+            "top_k": post.top_k,
+        }
+    )
+
+
 # html=True serves index.html for "/", i.e. for /ui/ once mounted.
 ui_app = Starlette(
-    routes=[Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="page")],
+    routes=[
+        Route("/model.json", model_description),
+        Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="page"),
+    ],
     middleware=[Middleware(PageMiddleware)],
 )

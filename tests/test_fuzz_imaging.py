@@ -1,4 +1,4 @@
-"""Fuzzing dlops.imaging: whatever the bytes, the pipeline answers a digit or an ImageError.
+"""Fuzzing the decoder and the digit preprocessing: any bytes give a digit or an ImageError.
 
 The contract the service relies on: ``to_model_input`` returns a uint8 [28, 28] array with some
 ink in it, or raises an ``ImageError`` whose status is a 4xx and whose message is the client's
@@ -31,10 +31,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw
 
-from dlops import imaging
-from dlops.imaging import (
-    DEFAULT_MAX_PIXELS,
-    ImageError,
+from dlops.decode import DEFAULT_MAX_PIXELS, ImageError
+from dlops.preprocess import digit as imaging
+from dlops.preprocess.digit import (
     mnist_normalise,
     to_mnist_digit,
     to_model_input,

@@ -1,4 +1,4 @@
-"""dlops.imaging on real MNIST digits and on the ways clients really send them; no model needed.
+"""dlops.decode and the digit preprocessing on real MNIST digits and real uploads; no model.
 
 The fixtures (tests/fixtures/make_fixtures.py) are held-out MNIST digits and variants of four of
 them: photographed, drawn on a canvas, rotated by a camera, in every mode and format accepted.
@@ -18,13 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile
 
-from dlops import imaging
-from dlops.imaging import (
-    ImageError,
-    ImageTooLargeError,
+from dlops.decode import ImageError, ImageTooLargeError, NotAnImageError, decode_image
+from dlops.preprocess import digit as imaging
+from dlops.preprocess.digit import (
     NoInkError,
-    NotAnImageError,
-    decode_image,
     mnist_normalise,
     to_grayscale_ink,
     to_model_input,

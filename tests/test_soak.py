@@ -22,7 +22,7 @@ import pytest
 
 from bench.load import CONTENT_TYPE, multipart_body, run_hey
 from bench.servers import ProcessSample, sample_tree
-from dlops.imaging import to_model_input
+from dlops.preprocess.digit import to_model_input
 from tests.conftest import FIXTURES, Server
 
 CONCURRENCY = 64

@@ -73,7 +73,8 @@ def test_importing_again_repairs_a_damaged_model(tmp_path: Path) -> None:
     damaged.write_bytes(b"not a model")
     repaired = run_import(home, str(MODEL))
     assert repaired.returncode == 0, repaired.stderr
-    assert repaired.stdout.startswith("imported:"), repaired.stdout  # a new version, not a no-op
+    last_line = repaired.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("imported:"), repaired.stdout  # a new version, not a no-op
     server = Server(home, tmp_path / "serve.log")
     try:
         server.wait_ready()

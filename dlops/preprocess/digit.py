@@ -1,35 +1,23 @@
-"""Turn uploaded image bytes into the model's input: an MNIST-style uint8 [28, 28] digit.
+"""The ``digit`` preprocessing: any decoded image to an MNIST-style uint8 [28, 28] digit.
 
-The model was trained on MNIST, so every upload is brought to MNIST's conventions: a light digit on
-a black background, size-normalised so its longer side fills a 20x20 box (anti-aliased, aspect ratio
-kept), placed in the 28x28 field so that its centre of mass sits at the centre, full contrast.
+The digit models were trained on MNIST, so every upload is brought to MNIST's conventions: a
+light digit on a black background, size-normalised so its longer side fills a 20x20 box
+(anti-aliased, aspect ratio kept), placed in the 28x28 field so that its centre of mass sits at
+the centre, full contrast.
 
-    decode_image       bytes -> upright, fully decoded ``PIL.Image`` (frame 0), size-checked first
     to_grayscale_ink   any mode -> float32 ink map in 0..1 (0 = background), whatever the polarity
     mnist_normalise    ink map -> crop, resize, centre by mass, stretch to 0..255
-    to_model_input     all three, with a fast path for input that already is an MNIST digit
+    to_mnist_digit     both, with a fast path for input that already is an MNIST digit
 
-Every failure caused by the upload raises an ``ImageError`` subclass whose ``status`` is the HTTP
-status to answer with and whose message tells the client what was wrong and what is expected.
-This module is deliberately free of any serving framework so that it can be tested on its own.
+A blank image raises ``NoInkError`` (422). No serving framework here.
 """
 
 from __future__ import annotations
 
-import io
-import re
-
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-DEFAULT_MAX_PIXELS = 40_000_000
-# EPS and friends are left out on purpose: Pillow hands them to Ghostscript, which has no business
-# running on untrusted uploads. MPO (multi-picture JPEG from phones) is opened by the JPEG plugin.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
-EXPECTED_UPLOAD = (
-    "expected a PNG, JPEG, GIF, BMP, WebP or TIFF image of one handwritten digit "
-    "(dark on light paper, light on dark, or strokes on a transparent canvas)"
-)
+from dlops.decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
 
 MNIST_SIZE = 28
 MNIST_BOX = 20  # MNIST fits each digit into 20x20 and pads it to 28x28
@@ -72,83 +60,14 @@ BACKGROUND_FIT_SAMPLE = 20_000
 STATISTICS_SAMPLE = 100_000
 # Fast path: MNIST digits peak at 253..255; anything fainter goes through the full normalisation.
 MNIST_MIN_PEAK = 250
-EXIF_INFO_KEYS = {"exif", "Raw profile type exif"}
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-
-
-class ImageError(ValueError):
-    """The upload cannot be turned into a digit; ``status`` is the HTTP status to answer with."""
-
-    status: int = 400
-
-
-class NotAnImageError(ImageError):
-    """Empty, truncated, damaged, or not an image in a format this service reads."""
-
-    status = 400
-
-
-class ImageTooLargeError(ImageError):
-    """More pixels than allowed: rejected from the header, before any pixel is decoded."""
-
-    status = 413
 
 
 class NoInkError(ImageError):
     """The image decodes but is blank (one uniform colour, or fully transparent)."""
 
     status = 422
-
-
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode frame 0 of an upload, upright (EXIF orientation applied), after a pixel-count check.
-
-    Raises NotAnImageError for anything that is not a readable image and ImageTooLargeError when
-    the header declares more than ``max_pixels`` pixels; no other exception escapes for any bytes.
-    """
-    if not data:
-        raise NotAnImageError(f"the upload is empty (0 bytes); {EXPECTED_UPLOAD}")
-    try:
-        # Image.open only parses the header, so the size check below runs before any decoding.
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"the image is {width}x{height} = {width * height:,} pixels, more than the limit "
-                f"of {max_pixels:,} pixels; send a smaller picture (a digit needs no more than "
-                "about 1000x1000)"
-            )
-        image.load()
-        # Orientation lives in EXIF (JPEG, WebP, PNG's eXIf chunk or its older text form) or in
-        # TIFF's own tags; skipping the EXIF parse for uploads that carry none saves a tenth of
-        # the work of a small request.
-        if EXIF_INFO_KEYS & image.info.keys() or image.format == "TIFF":
-            ImageOps.exif_transpose(image, in_place=True)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's own global limit fired first (the warning only arrives here as an exception
-        # when the application made warnings errors); its message is the only place with the size.
-        declared = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
-        raise ImageTooLargeError(
-            f"the image has {size}, more than the limit of {max_pixels:,} pixels; send a "
-            "smaller picture (a digit needs no more than about 1000x1000)"
-        ) from error
-    except Image.UnidentifiedImageError as error:
-        raise NotAnImageError(
-            f"the upload ({len(data):,} bytes) is not an image in a format this service reads; "
-            f"{EXPECTED_UPLOAD}"
-        ) from error
-    except Exception as error:
-        # Pillow's format parsers raise whatever the hostile or damaged byte stream provokes
-        # (OSError, SyntaxError, EOFError, struct.error, IndexError, ...): to the client all of
-        # these mean the same thing.
-        raise NotAnImageError(
-            f"the image data is damaged or truncated and cannot be decoded; {EXPECTED_UPLOAD}"
-        ) from error
-    return image
 
 
 def to_grayscale_ink(image: Image.Image) -> np.ndarray:

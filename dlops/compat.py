@@ -1,0 +1,70 @@
+"""Every reach into a library's private parts, in one place, failing loudly when its target moved.
+
+Each function checks that what it relies on is still there and raises :class:`LibraryMoved`
+naming the library, its installed version and the version this was written for, instead of
+misbehaving quietly after an upgrade. ``tests/test_compat.py`` exercises each one.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+# The releases these reach-ins were written and checked against.
+WRITTEN_FOR = {"bentoml": "1.4.39", "prometheus-client": "0.26.0"}
+
+
+class LibraryMoved(RuntimeError):
+    """A private part dlops relies on is not where it was: check dlops/compat.py against it."""
+
+    def __init__(self, package: str, what: str) -> None:
+        super().__init__(
+            f"{package} {version(package)} no longer has {what} (dlops/compat.py was written for "
+            f"{package} {WRITTEN_FOR[package]}); update dlops/compat.py for this release"
+        )
+
+
+def histogram_counters(child: Any) -> tuple[list[Any], Any]:
+    """A prometheus_client histogram child's per-bucket counters and its sum counter.
+
+    prometheus_client offers no bulk observe; dlops tallies observations itself and adds them
+    to these (one counter per bucket, not cumulative, as ``Histogram.observe`` does).
+    """
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    if not isinstance(buckets, list) or not all(hasattr(b, "inc") for b in buckets):
+        raise LibraryMoved("prometheus-client", "Histogram._buckets, a list of value counters")
+    if not hasattr(total, "inc"):
+        raise LibraryMoved("prometheus-client", "Histogram._sum, a value counter")
+    return buckets, total
+
+
+def bentoml_timeout_middleware() -> type:
+    """BentoML's request-timeout middleware, which dlops/request_timeout.py replaces."""
+    try:
+        from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    except ImportError:
+        raise LibraryMoved(
+            "bentoml", "bentoml._internal.server.http.traffic.TimeoutMiddleware"
+        ) from None
+    return TimeoutMiddleware
+
+
+def starlette_user_middleware(app: Any) -> list[Any]:
+    """The middleware list of a Starlette app whose stack is not built yet, to edit in place."""
+    middleware = getattr(app, "user_middleware", None)
+    if not isinstance(middleware, list) or not hasattr(app, "middleware_stack"):
+        raise LibraryMoved("bentoml", "a Starlette app with user_middleware from to_asgi()")
+    if app.middleware_stack is not None:
+        raise RuntimeError("the app's middleware stack is already built")
+    return middleware
+
+
+def bentoml_home() -> Path:
+    """The BentoML home the model store lives under, as BentoML resolves it."""
+    try:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        return Path(BentoMLContainer.bentoml_home.get())
+    except (ImportError, AttributeError):
+        raise LibraryMoved("bentoml", "BentoMLContainer.bentoml_home") from None

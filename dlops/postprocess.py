@@ -1,0 +1,79 @@
+"""The model's raw output to probabilities and answers, as the model's spec says.
+
+A binary model (one output unit) answers ``{"proba": P(positive), "label": ...}``, the seed app's
+contract. A K-class model answers ``{"label": top-1, "proba": its probability, "top_k": [...]}``.
+No serving framework here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from dlops.spec import PostprocessSpec
+
+# exp() of a logit beyond this overflows; the probability is 0 or 1 there anyway.
+LOGIT_LIMIT = 60.0
+
+
+def sigmoid(logit: float) -> float:
+    # Plain floats: for one image math.exp is several times cheaper than a numpy round trip.
+    return 1.0 / (1.0 + math.exp(-min(max(logit, -LOGIT_LIMIT), LOGIT_LIMIT)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, stable for any finite logits."""
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(values - values.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Postprocessor:
+    def __init__(self, spec: PostprocessSpec) -> None:
+        self.spec = spec
+        self.labels = spec.labels
+        self.classes = spec.classes
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Raw outputs [N, K] -> float64 probabilities [N, K] (P(positive) [N, 1] if binary)."""
+        rows = np.asarray(raw).reshape(len(raw), self.classes)
+        if self.spec.activation == "softmax":
+            return softmax(rows)
+        if self.spec.activation == "sigmoid":
+            return np.array([[sigmoid(value)] for value in rows[:, 0].tolist()])
+        # Already probabilities; clipped so that rounding in the graph cannot leave 0..1.
+        return np.clip(rows.astype(np.float64), 0.0, 1.0)
+
+    def top_k(self, requested: int | None) -> int:
+        """How many classes an answer lists: the spec's default, ``0`` for all, capped at K."""
+        if requested is None:
+            return min(self.spec.top_k, self.classes)
+        return self.classes if requested == 0 else min(requested, self.classes)
+
+    def label_of(self, row: np.ndarray) -> str:
+        """The answered label: thresholded if binary, else the top-1 class."""
+        if self.spec.is_binary:
+            assert self.spec.threshold is not None
+            return self.labels[1] if float(row[0]) > self.spec.threshold else self.labels[0]
+        return self.labels[int(np.argmax(row))]
+
+    def answer(self, row: np.ndarray, top_k: int | None = None) -> dict[str, Any]:
+        if self.spec.is_binary:
+            return {"proba": float(row[0]), "label": self.label_of(row)}
+        ranked = self.ranked(row, self.top_k(top_k))
+        best = ranked[0]
+        return {"label": best["label"], "proba": best["proba"], "top_k": ranked}
+
+    def ranked(self, row: np.ndarray, count: int) -> list[dict[str, Any]]:
+        """The ``count`` most probable classes, best first; ties keep the lower index first."""
+        order = np.argsort(-row, kind="stable")[:count]
+        return [
+            {"label": self.labels[index], "index": index, "proba": float(row[index])}
+            for index in order.tolist()
+        ]
+
+    def classes_as_binary(self, row: np.ndarray) -> np.ndarray:
+        """A binary answer as two classes (0: negative, 1: positive), for class rankings."""
+        return np.array([1.0 - float(row[0]), float(row[0])]) if self.spec.is_binary else row

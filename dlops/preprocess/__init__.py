@@ -1,0 +1,60 @@
+"""A decoded image to one example of the model's input tensor, as the model's spec says.
+
+Each mode (``digit.py``, ``resize_crop.py``) makes uint8 pixels at the input's size;
+:class:`Preprocessor` then scales, normalises, lays them out (CHW, HWC or HW) and casts them to
+the input's dtype. No serving framework here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from dlops.preprocess import digit, resize_crop
+from dlops.spec import InputSpec, ModelSpec, PreprocessSpec
+
+NUMPY_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
+
+
+class Preprocessor:
+    """``preprocessor(image)`` -> one example (no batch dimension), ready to stack and feed."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.input: InputSpec = spec.input
+        self.preprocess: PreprocessSpec = spec.preprocess
+        self.dtype = NUMPY_DTYPES[self.input.dtype]
+        # (pixel * scale - mean) / std as one multiply-add per channel, in float32.
+        std = np.asarray(self.preprocess.std, dtype=np.float32)
+        self._gain = np.float32(self.preprocess.scale) / std
+        self._offset = -np.asarray(self.preprocess.mean, dtype=np.float32) / std
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """uint8 [H, W] or [H, W, 3] at the input's size, in the spec's colour order."""
+        source, pre = self.input, self.preprocess
+        if pre.mode == "digit":
+            return digit.to_mnist_digit(image, size=source.height)
+        if pre.mode == "resize-crop":
+            assert pre.resize is not None  # validate() guarantees it
+            return resize_crop.resize_crop(
+                image, pre.resize, source.height, source.width, pre.interpolation, pre.color
+            )
+        return resize_crop.stretch(image, source.height, source.width, pre.interpolation, pre.color)
+
+    def tensor(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> the input's layout and dtype, scaled and normalised."""
+        if self.input.dtype == "uint8":
+            values = pixels  # validate() guarantees no scaling for uint8 inputs
+        else:
+            values = pixels.astype(np.float32)
+            if values.ndim == 2:
+                values = values * self._gain[0] + self._offset[0]
+            else:
+                values = values * self._gain + self._offset
+        if self.input.layout == "NCHW":
+            values = values[None] if values.ndim == 2 else values.transpose(2, 0, 1)
+        elif self.input.layout == "NHWC" and values.ndim == 2:
+            values = values[..., None]
+        return np.ascontiguousarray(values, dtype=self.dtype)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.tensor(self.pixels(image))

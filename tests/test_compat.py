@@ -1,0 +1,54 @@
+"""The reach-ins of dlops/compat.py still find their targets in the installed libraries."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from dlops import compat
+
+
+def test_written_for_the_installed_releases() -> None:
+    """A dependency bump fails here first: re-check each reach-in, then update WRITTEN_FOR."""
+    assert {
+        "bentoml": version("bentoml"),
+        "prometheus-client": version("prometheus-client"),
+    } == compat.WRITTEN_FOR
+    assert compat.WRITTEN_FOR["bentoml"] == "1.4.39"
+
+
+def test_histogram_counters_add_like_observe() -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram("h", "test", buckets=(1.0, 2.0), registry=registry)
+    buckets, total = compat.histogram_counters(histogram)
+    buckets[1].inc(3)
+    total.inc(4.5)
+    histogram.observe(0.5)
+    assert registry.get_sample_value("h_bucket", {"le": "1.0"}) == 1
+    assert registry.get_sample_value("h_bucket", {"le": "2.0"}) == 4
+    assert registry.get_sample_value("h_sum") == 5.0
+
+
+def test_histogram_counters_fail_loudly_when_moved() -> None:
+    with pytest.raises(compat.LibraryMoved, match=r"prometheus-client .* dlops/compat\.py"):
+        compat.histogram_counters(object())
+
+
+def test_bentoml_timeout_middleware_is_found() -> None:
+    middleware = compat.bentoml_timeout_middleware()
+    assert middleware.__name__ == "TimeoutMiddleware"
+
+
+def test_user_middleware_of_an_unbuilt_app() -> None:
+    from starlette.applications import Starlette
+
+    app = Starlette()
+    assert compat.starlette_user_middleware(app) is app.user_middleware
+    with pytest.raises(compat.LibraryMoved):
+        compat.starlette_user_middleware(object())
+
+
+def test_bentoml_home() -> None:
+    assert compat.bentoml_home().is_absolute()
