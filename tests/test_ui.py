@@ -8,15 +8,24 @@ Every page is loaded with requests to any other origin aborted and recorded, so 
 proven to work offline, and with uncaught script errors and console errors (such as a Content
 Security Policy violation) collected; a test fails on either.
 
-UPDATE_UI_SCREENSHOT=1 makes the drawn-3 test write docs/ui.png, the README's screenshot.
+The page adapts to the model that model.json describes: the binary digit model and the 10-class
+digit model keep the drawing pad, the document-orientation model (an image classifier that is not
+about digits) gets upload, drop, paste and the phone camera; multi-class answers are shown as
+ranked bars. Each kind is tested against a real server for its model.
+
+UPDATE_UI_SCREENSHOT=1 makes the drawn-3 test write docs/ui.png and the orientation upload test
+docs/ui-image.png, the README's screenshots.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,6 +34,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Playwright,
+    Request,
     Response,
     Route,
     expect,
@@ -32,6 +42,7 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import FIXTURES, ROOT, TEST_API_KEY, Server
+from tests.documents import document
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,6 +57,7 @@ CHROMIUM_ARGS = [
 ]
 DIGITS = FIXTURES / "digits"
 SCREENSHOT = ROOT / "docs" / "ui.png"
+IMAGE_SCREENSHOT = ROOT / "docs" / "ui-image.png"
 DESKTOP = {"width": 1000, "height": 720}
 PHONE = {"width": 390, "height": 844}
 
@@ -81,6 +93,8 @@ def test_page_and_assets_are_served_with_their_types_and_a_strict_policy(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "<canvas" in page.text
+    # The wording comes from model.json, not from the page's source.
+    assert "Is it a 3?" not in page.text
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
     for asset, content_type in [("app.js", "javascript"), ("style.css", "text/css")]:
@@ -133,6 +147,7 @@ class PageProblems:
     """What went wrong in the page that its visible state would not show."""
 
     foreign_requests: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
     failed_loads: list[str] = field(default_factory=list)
     script_errors: list[str] = field(default_factory=list)
 
@@ -144,17 +159,28 @@ class PageProblems:
             self.script_errors.append(message.text)
 
     def on_response(self, response: Response) -> None:
-        if response.status >= 400 and not response.url.endswith("/predict"):
+        if response.status >= 400 and urlsplit(response.url).path != "/predict":
             self.failed_loads.append(f"{response.status} {response.url}")
 
-    def assert_none(self) -> None:
+    def on_request(self, request: Request) -> None:
+        self.requests.append(request.url)
+
+    def assert_none(self, origin: str) -> None:
         assert self.foreign_requests == [], "the page must not need another origin (offline)"
+        # Every request the page made, as the page saw it (data: URLs would not be requests).
+        assert self.requests, "no request was recorded"
+        assert [url for url in self.requests if origin_of(url) != origin] == []
         assert self.failed_loads == []
         assert self.script_errors == []
 
 
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def open_page(
-    browser: Browser, server: Server, **context_options: object
+    browser: Browser, server: Server, **context_options: Any
 ) -> tuple[Page, PageProblems]:
     context = browser.new_context(**context_options)
     problems = PageProblems()
@@ -171,9 +197,15 @@ def open_page(
     page.on("console", problems.on_console)
     page.on("response", problems.on_response)
     page.on("pageerror", lambda error: problems.script_errors.append(str(error)))
+    page.on("request", problems.on_request)
     page.goto(f"{server.url}/ui")
-    expect(page.get_by_role("heading", name="Is it a 3?")).to_be_visible()
+    wait_until_adapted(page)
     return page, problems
+
+
+def wait_until_adapted(page: Page) -> None:
+    """Until the page has read model.json and adapted to the model."""
+    expect(page.locator("body")).to_have_attribute("data-input", re.compile("^(digit|image)$"))
 
 
 @pytest.fixture
@@ -181,7 +213,7 @@ def desktop(browser: Browser, server: Server) -> Iterator[Page]:
     page, problems = open_page(browser, server, viewport=DESKTOP, device_scale_factor=2)
     yield page
     page.context.close()
-    problems.assert_none()
+    problems.assert_none(server.url)
 
 
 def draw_with_mouse(page: Page, strokes: list[Stroke]) -> None:
@@ -291,6 +323,21 @@ def test_a_non_image_shows_the_api_error(desktop: Page, client: httpx.Client) ->
     expect(desktop.get_by_test_id("label")).to_be_hidden()
 
 
+def test_without_model_json_the_page_still_classifies_uploads(
+    desktop: Page, client: httpx.Client
+) -> None:
+    # E.g. an older server behind the same page: the answer's own shape says how to show it.
+    desktop.route("**/ui/model.json", lambda route: route.abort("connectionrefused"))
+    desktop.reload()
+    expect(desktop.locator("body")).to_have_attribute("data-input", "image")
+    expect(desktop.get_by_role("alert")).to_contain_text("description could not be read")
+    digit = DIGITS / "test0300_digit3.png"
+    expected = api_answer(client, digit.name, digit.read_bytes())
+    desktop.locator("#file").set_input_files(digit)
+    expect(desktop.get_by_test_id("label")).to_have_text(str(expected["label"]))
+    assert shown_proba(desktop) == expected["proba"]
+
+
 def test_an_unreachable_service_is_said_plainly(desktop: Page) -> None:
     desktop.route("**/predict", lambda route: route.abort("connectionrefused"))
     draw_with_mouse(desktop, ONE)
@@ -331,7 +378,7 @@ def test_a_3_drawn_by_finger_on_a_phone_is_labelled_3(browser: Browser, server: 
         expect(page.get_by_test_id("label")).to_have_text("3")
     finally:
         page.context.close()
-    problems.assert_none()
+    problems.assert_none(server.url)
 
 
 def test_a_3_drawn_in_dark_mode_is_labelled_3(browser: Browser, server: Server) -> None:
@@ -342,7 +389,7 @@ def test_a_3_drawn_in_dark_mode_is_labelled_3(browser: Browser, server: Server) 
         expect(page.get_by_test_id("label")).to_have_text("3")
     finally:
         page.context.close()
-    problems.assert_none()
+    problems.assert_none(server.url)
 
 
 # --- the page in front of an API key (API_KEY set on the server) --------------------------------
@@ -376,10 +423,293 @@ def test_the_page_asks_for_the_api_key_and_keeps_it_for_the_tab(
 
         # After a reload the tab still has the key: the next drawing is answered at once.
         page.reload()
+        wait_until_adapted(page)
         with page.expect_request("**/predict") as sent:
             draw_with_mouse(page, ONE)
         assert sent.value.headers["authorization"] == f"Bearer {API_KEY}"
         expect(page.get_by_test_id("label")).to_have_text("no 3")
     finally:
         page.context.close()
-    problems.assert_none()
+    problems.assert_none(keyed_server.url)
+
+
+# --- the page adapts to the model: digits_10 and the document-orientation model -----------------
+
+
+def model_description(server: Server) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/ui/model.json", timeout=30)
+    assert response.status_code == 200
+    return response.json()
+
+
+def expected_heading(model: dict[str, Any]) -> str:
+    """The page's heading: the question for a binary model, else the model's name in words."""
+    if model["binary"]:
+        negative, positive = model["labels"]
+        return f"Is it “{positive}” or “{negative}”?"
+    words = re.sub(r"[_-]+", " ", model["name"]).strip()
+    return words[0].upper() + words[1:]
+
+
+def replay(server: Server, request: Request) -> dict[str, Any]:
+    """What the API answers for the very request the page made (same URL, body and type)."""
+    response = httpx.post(
+        request.url,
+        content=request.post_data_buffer,
+        headers={"content-type": request.headers["content-type"]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def shown_bars(page: Page) -> list[tuple[str, float]]:
+    """The ranked bars on screen, best first: (label, the API's exact proba)."""
+    bars = page.get_by_test_id("bar")
+    expect(bars.first).to_be_visible()
+    return [
+        (bar.get_attribute("data-label") or "", float(bar.get_attribute("data-value") or "nan"))
+        for bar in bars.all()
+    ]
+
+
+def assert_bars_are_the_answer(page: Page, answer: dict[str, Any]) -> None:
+    ranked = [(entry["label"], entry["proba"]) for entry in answer["top_k"]]
+    assert shown_bars(page) == ranked
+    expect(page.get_by_test_id("label")).to_have_text(answer["label"])
+    # Each bar says its label and percentage in text, not by its length alone.
+    items = page.get_by_role("list", name=re.compile("^Best")).get_by_role("listitem")
+    expect(items).to_have_count(len(ranked))
+    for item, (label, proba) in zip(items.all(), ranked, strict=True):
+        expect(item).to_have_text(f"{label}: {percent(proba)}")
+
+
+def percent(proba: float) -> str:
+    """The page's rounding of a probability (app.js)."""
+    if 0 < proba < 0.001:
+        return "< 0.1 %"
+    if 0.999 < proba < 1:
+        return "> 99.9 %"
+    return f"{proba * 100:.1f} %"
+
+
+@pytest.fixture
+def digits10_page(browser: Browser, digits10_server: Server) -> Iterator[Page]:
+    page, problems = open_page(browser, digits10_server, viewport=DESKTOP)
+    yield page
+    page.context.close()
+    problems.assert_none(digits10_server.url)
+
+
+@pytest.fixture
+def orientation_page(browser: Browser, orientation_server: Server) -> Iterator[Page]:
+    page, problems = open_page(browser, orientation_server, viewport=DESKTOP, device_scale_factor=2)
+    yield page
+    page.context.close()
+    problems.assert_none(orientation_server.url)
+
+
+@pytest.mark.parametrize("server_name", ["server", "digits10_server", "orientation_server"])
+def test_title_and_heading_come_from_model_json(
+    browser: Browser, request: pytest.FixtureRequest, server_name: str
+) -> None:
+    running: Server = request.getfixturevalue(server_name)
+    model = model_description(running)
+    page, problems = open_page(browser, running, viewport=DESKTOP)
+    try:
+        heading = expected_heading(model)
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        expect(page).to_have_title(f"{heading} · {model['name']} · dlops")
+        expect(page.get_by_test_id("model-tag")).to_contain_text(model["name"])
+        lead = page.locator("#lead")
+        for label in model["labels"][:10]:
+            expect(lead).to_contain_text(label)
+        expect(page.locator("body")).to_have_attribute(
+            "data-input", "digit" if model["input"] == "digit" else "image"
+        )
+    finally:
+        page.context.close()
+    problems.assert_none(running.url)
+
+
+def test_a_digit_drawn_for_the_10_class_model_gets_ranked_bars(
+    digits10_page: Page, digits10_server: Server
+) -> None:
+    model = model_description(digits10_server)
+    assert model["input"] == "digit" and not model["binary"]
+    expect(digits10_page.get_by_role("img", name=re.compile("^Drawing pad"))).to_be_visible()
+    with digits10_page.expect_request("**/predict?*") as sent:
+        draw_with_mouse(digits10_page, THREE)
+    assert sent.value.url.endswith(f"/predict?top_k={min(model['top_k'], 10)}")
+    expect(digits10_page.get_by_test_id("label")).to_have_text("3")
+    bars = shown_bars(digits10_page)
+    assert len(bars) == min(model["top_k"], 10)
+    assert bars[0][0] == "3"
+    probas = [proba for _, proba in bars]
+    assert probas == sorted(probas, reverse=True)
+    # Exactly what the API answers for the PNG the page sent.
+    assert_bars_are_the_answer(digits10_page, replay(digits10_server, sent.value))
+    # No binary "probability of" line for a multi-class answer.
+    expect(digits10_page.get_by_test_id("proba")).to_be_hidden()
+
+
+def test_the_orientation_page_classifies_an_uploaded_document(
+    orientation_page: Page, orientation_server: Server
+) -> None:
+    page = orientation_page
+    model = model_description(orientation_server)
+    assert model["input"] == "image" and not model["binary"]
+    # No drawing pad: an image preview and its buttons instead.
+    expect(page.locator("#pad")).to_be_hidden()
+    expect(page.get_by_role("img", name=re.compile("^Drawing pad"))).to_have_count(0)
+    expect(page.get_by_role("img", name="The chosen image")).to_be_visible()
+    expect(page.get_by_text("Your image", exact=True)).to_be_visible()
+
+    scan = document(12, 90, "JPEG")  # a portrait page of text, turned 90° clockwise
+    with page.expect_request("**/predict?*") as sent:
+        # The keyboard gets to the upload first, and opens the file chooser with Enter.
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Upload an image…")).to_be_focused()
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files({"name": "scan.jpg", "mimeType": "image/jpeg", "buffer": scan})
+    request = sent.value
+    # The original file is sent, not a re-encoded preview.
+    assert request.post_data_buffer is not None and scan in request.post_data_buffer
+    expected = httpx.post(
+        request.url, files={"file": ("scan.jpg", scan, "image/jpeg")}, timeout=30
+    ).json()
+    top = min(model["top_k"], len(model["labels"]))
+    assert len(expected["top_k"]) == top
+    expect(page.get_by_test_id("label")).to_have_text(expected["label"])
+    assert shown_bars(page)[0][0] == expected["label"]
+    assert_bars_are_the_answer(page, expected)
+    expect(page.locator("#source")).to_contain_text("scan.jpg")
+    # The preview shows the picture (more than the paper's one colour).
+    assert distinct_colours(page, "preview") > 1
+    if os.environ.get("UPDATE_UI_SCREENSHOT"):
+        page.evaluate("document.activeElement.blur()")  # no focus ring in the screenshot
+        page.screenshot(path=IMAGE_SCREENSHOT, full_page=True)
+
+    page.get_by_role("button", name="Clear").click()
+    expect(page.get_by_text("Nothing to classify yet.")).to_be_visible()
+    assert distinct_colours(page, "preview") == 1
+
+
+def distinct_colours(page: Page, canvas_id: str) -> int:
+    return page.evaluate(
+        """(id) => {
+            const canvas = document.getElementById(id);
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height)
+                .data;
+            const colours = new Set();
+            for (let i = 0; i < data.length; i += 4) colours.add(data.slice(i, i + 4).join());
+            return colours.size;
+        }""",
+        canvas_id,
+    )
+
+
+def test_a_pasted_image_is_classified(orientation_page: Page, orientation_server: Server) -> None:
+    scan = document(11, 180, "PNG")
+    with orientation_page.expect_request("**/predict?*") as sent:
+        # What Ctrl+V of a copied image delivers: a paste event carrying the image as a file.
+        orientation_page.evaluate(
+            """(bytes) => {
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([new Uint8Array(bytes)], "image.png",
+                                            {type: "image/png"}));
+                document.body.dispatchEvent(new ClipboardEvent("paste", {
+                    clipboardData: transfer, bubbles: true, cancelable: true}));
+            }""",
+            list(scan),
+        )
+    assert sent.value.post_data_buffer is not None and scan in sent.value.post_data_buffer
+    expected = httpx.post(sent.value.url, files={"file": ("image.png", scan)}, timeout=30).json()
+    assert_bars_are_the_answer(orientation_page, expected)
+    expect(orientation_page.locator("#source")).to_contain_text("pasted image")
+
+
+def test_pasted_text_is_left_to_the_page(orientation_page: Page) -> None:
+    orientation_page.evaluate(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.setData("text/plain", "not an image");
+            document.body.dispatchEvent(new ClipboardEvent("paste", {
+                clipboardData: transfer, bubbles: true, cancelable: true}));
+        }"""
+    )
+    expect(orientation_page.get_by_text("Nothing to classify yet.")).to_be_visible()
+
+
+def test_a_document_dropped_on_the_orientation_page_is_classified(
+    orientation_page: Page, orientation_server: Server
+) -> None:
+    scan = document(3, 270, "JPEG")
+    dropped = orientation_page.evaluate_handle(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "page.jpg", {type: "image/jpeg"}));
+            return transfer;
+        }""",
+        list(scan),
+    )
+    with orientation_page.expect_request("**/predict?*") as sent:
+        orientation_page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+    expected = httpx.post(sent.value.url, files={"file": ("page.jpg", scan)}, timeout=30).json()
+    assert_bars_are_the_answer(orientation_page, expected)
+
+
+def test_a_phone_gets_the_camera_for_the_orientation_model(
+    browser: Browser, orientation_server: Server
+) -> None:
+    page, problems = open_page(
+        browser,
+        orientation_server,
+        viewport=PHONE,
+        device_scale_factor=3,
+        is_mobile=True,
+        has_touch=True,
+    )
+    try:
+        camera = page.locator("#camera")
+        assert camera.get_attribute("type") == "file"
+        assert camera.get_attribute("accept") == "image/*"
+        assert camera.get_attribute("capture") == "environment"
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        photo = document(5, 0, "JPEG", photo=True)
+        with page.expect_request("**/predict?*") as sent:
+            with page.expect_file_chooser() as chooser:
+                page.get_by_role("button", name="Take a photo…").tap()
+            # The chooser is the camera input's: the one with capture set.
+            assert chooser.value.element.get_attribute("id") == "camera"
+            chooser.value.set_files(
+                {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": photo}
+            )
+        expected = httpx.post(sent.value.url, files={"file": ("photo.jpg", photo)}, timeout=30)
+        assert_bars_are_the_answer(page, expected.json())
+    finally:
+        page.context.close()
+    problems.assert_none(orientation_server.url)
+
+
+def test_the_camera_button_is_left_out_on_a_desktop(orientation_page: Page) -> None:
+    # With a mouse, capture is ignored and the button would be a second "Upload".
+    assert orientation_page.locator("#camera").get_attribute("capture") == "environment"
+    expect(orientation_page.get_by_role("button", name="Take a photo…")).to_be_hidden()
+    expect(orientation_page.get_by_role("button", name="Upload an image…")).to_be_visible()
+
+
+def test_a_non_image_on_the_orientation_page_shows_the_api_error(
+    orientation_page: Page, orientation_server: Server
+) -> None:
+    notes = b"shopping list: eggs\n"
+    expected = httpx.post(
+        f"{orientation_server.url}/predict", files={"file": ("notes.txt", notes)}, timeout=30
+    )
+    assert expected.status_code == 400
+    orientation_page.locator("#file").set_input_files(
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": notes}
+    )
+    expect(orientation_page.get_by_test_id("error")).to_have_text(expected.json()["error"])
+    expect(orientation_page.get_by_test_id("bars")).to_be_hidden()

@@ -1,40 +1,160 @@
-// The /ui page: draw on the pad or upload an image; every finished stroke or chosen file is
-// POSTed to /predict as the multipart field "file", and the answer or the API's error is shown.
+// The /ui page. It reads model.json first and adapts to the model it serves:
+// - digit models ("input": "digit"): draw on the pad, or upload, drop or paste a picture;
+// - any other image classifier: upload, drop, paste or (on a phone) photograph an image.
+// Every finished stroke or chosen file is POSTed to /predict as the multipart field "file". A
+// binary model's answer is shown as its label and P(positive); a multi-class model's as its
+// best classes, as bars.
 "use strict";
 
-// Relative, so that the page works behind a path prefix: /ui/ -> /predict.
+// Relative, so that the page works behind a path prefix: /ui/ -> /predict, /ui/model.json.
 const PREDICT_URL = new URL("../predict", document.baseURI);
+const MODEL_URL = new URL("model.json", document.baseURI);
 const API_KEY_STORAGE = "dlops-api-key";
-// What is sent is always a SENT_SIZE square PNG of the strokes, whatever the screen's size and
-// pixel density, so a drawing gets the same answer on a phone and on a desktop.
+// What is sent for a drawing is always a SENT_SIZE square PNG of the strokes, whatever the
+// screen's size and pixel density, so a drawing gets the same answer on a phone and a desktop.
 const SENT_SIZE = 280;
 // Stroke width as a share of the pad's side: MNIST strokes are ~2-3 px in a 20 px tall digit.
 const STROKE_SHARE = 0.065;
+// Bars shown when the model does not say (its top_k is 0, i.e. all classes): a long tail of
+// near-zero bars would say nothing.
+const DEFAULT_BARS = 5;
+// Labels named in the introduction before "… and N more".
+const NAMED_LABELS = 10;
 
 const pad = document.getElementById("pad");
+const previewCanvas = document.getElementById("preview");
 const dropZone = document.getElementById("drop-zone");
 const fileInput = document.getElementById("file");
+const cameraInput = document.getElementById("camera");
+const clearButton = document.getElementById("clear");
 const result = document.getElementById("result");
 const errorBox = document.getElementById("error");
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("api-key");
 const source = document.getElementById("source");
 
+// The model's description from model.json, or a stand-in when it could not be read.
+let model = null;
 // Strokes in pad coordinates from 0 to 1, so they can be redrawn at any size.
 let strokes = [];
 let activeStroke = null;
 let activePointer = null;
-// An uploaded picture shown on the pad (an ImageBitmap), or null.
+// A chosen picture shown on the pad or the preview (an ImageBitmap), or null.
 let preview = null;
 // Answers can arrive out of order; only the latest request's answer is shown.
 let requestSerial = 0;
-// The last upload, so that it can be sent again once an API key has been entered.
+// The last request's body, so that it can be sent again once an API key has been entered.
 let lastUpload = null;
 // The API key also lives here, for browsers where sessionStorage is disabled.
 let sessionKey = null;
 
+// --- the model ---------------------------------------------------------------------------------
+
+const isDigitModel = () => model !== null && model.input === "digit";
+
+// How many classes to ask for: the model's own top_k, or a few when that means "all".
+function barCount() {
+  const classes = model.labels.length || Infinity;
+  return Math.min(model.top_k > 0 ? model.top_k : DEFAULT_BARS, classes);
+}
+
+// "binary_classifier_3" -> "Binary classifier 3": the heading of a multi-class model.
+function humanName(name) {
+  const words = name.replace(/[_-]+/g, " ").trim();
+  return words ? words[0].toUpperCase() + words.slice(1) : "Image classifier";
+}
+
+const quoted = (label) => `“${label}”`;
+
+// "0, 90, 180 or 270"; "a, b, …, j and 990 more" for a long list.
+function labelList(labels) {
+  if (labels.length > NAMED_LABELS) {
+    const rest = labels.length - NAMED_LABELS;
+    return `${labels.slice(0, NAMED_LABELS).join(", ")} and ${rest} more`;
+  }
+  if (labels.length < 2) return labels.join("");
+  return `${labels.slice(0, -1).join(", ")} or ${labels[labels.length - 1]}`;
+}
+
+function setText(id, text) {
+  document.getElementById(id).textContent = text;
+}
+
+// Headings and wording from the model's name and labels.
+function describeModel() {
+  const { labels } = model;
+  const how = isDigitModel()
+    ? "Draw a digit with your mouse, finger or pen, or upload, drop or paste a picture of one."
+    : "Upload, drop or paste an image, or take a photo with your phone.";
+  let heading;
+  let what;
+  if (model.binary && labels.length === 2) {
+    const [negative, positive] = labels.map(quoted);
+    heading = `Is it ${positive} or ${negative}?`;
+    what = `The model answers ${positive} or ${negative}, with the probability of ${positive}.`;
+    setText("proba-name", `Probability of ${positive}`);
+  } else {
+    heading = humanName(model.name);
+    const classes = labels.length ? `its ${labels.length} classes (${labelList(labels)})` : "";
+    what = classes
+      ? `The model ranks ${classes} and shows the best ${barCount()}.`
+      : "The model ranks its classes and shows the best ones.";
+  }
+  if (isDigitModel()) what += " It answers as soon as you lift the pen.";
+  setText("heading", heading);
+  setText("lead", `${how} ${what}`);
+  document.title = model.name ? `${heading} · ${model.name} · dlops` : `${heading} · dlops`;
+  setText("model-tag", model.name ? `Model ${model.name}, version ${model.version}` : "");
+
+  if (isDigitModel()) {
+    setText("input-title", "Your digit");
+    setText("pad-hint", "Draw a digit here, or drop an image file");
+    setText("sends", "The page sends your drawing as a PNG, or your file as it is, to");
+    setText("curl", "curl -F file=@digit.png");
+  } else {
+    setText("input-title", "Your image");
+    setText("pad-hint", imageHint());
+    setText("sends", "The page sends your image file as it is to");
+    setText("curl", "curl -F file=@photo.jpg");
+    // Choosing an image comes first for the keyboard, then clearing it.
+    document.getElementById("actions").append(clearButton);
+  }
+  setText("endpoint", `POST ${predictUrl().pathname}${predictUrl().search}`);
+  document.body.dataset.input = isDigitModel() ? "digit" : "image";
+}
+
+// What the empty preview invites to: a phone has neither drag and drop nor a paste shortcut.
+function imageHint() {
+  if (matchMedia("(pointer: coarse)").matches) return "Tap here to choose an image";
+  const paste = /Mac|iPhone|iPad/.test(navigator.platform) ? "⌘V" : "Ctrl+V";
+  return `Drop an image here, click to choose one, or paste one with ${paste}`;
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch(MODEL_URL, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    model = await response.json();
+  } catch (error) {
+    // Uploads work for every model, and the answer's shape says how to show it.
+    model = { name: "", version: "", input: "image", binary: false, labels: [], top_k: 0 };
+    describeModel();
+    showError("The model's description could not be read", `${MODEL_URL.pathname}: ${error.message}`);
+    return;
+  }
+  describeModel();
+}
+
+function predictUrl() {
+  const url = new URL(PREDICT_URL);
+  if (model && !model.binary) url.searchParams.set("top_k", String(barCount()));
+  return url;
+}
+
+// --- drawing and previews ----------------------------------------------------------------------
+
 function padColours() {
-  const style = getComputedStyle(pad);
+  const style = getComputedStyle(dropZone);
   return {
     paper: style.getPropertyValue("--pad-paper").trim() || "#fff",
     ink: style.getPropertyValue("--pad-ink").trim() || "#111",
@@ -65,26 +185,34 @@ function drawStrokes(context, size) {
   }
 }
 
-function drawPreview(context, size) {
-  const { paper } = padColours();
-  context.fillStyle = paper;
-  context.fillRect(0, 0, size, size);
-  const scale = Math.min(size / preview.width, size / preview.height);
-  const width = preview.width * scale;
-  const height = preview.height * scale;
-  context.drawImage(preview, (size - width) / 2, (size - height) / 2, width, height);
+// The picture, whole and centred ("contain"), on the paper colour.
+function drawPreview(context, width, height) {
+  context.fillStyle = padColours().paper;
+  context.fillRect(0, 0, width, height);
+  if (!preview) return;
+  const scale = Math.min(width / preview.width, height / preview.height);
+  const shownWidth = preview.width * scale;
+  const shownHeight = preview.height * scale;
+  context.imageSmoothingQuality = "high";
+  context.drawImage(
+    preview, (width - shownWidth) / 2, (height - shownHeight) / 2, shownWidth, shownHeight,
+  );
 }
 
-// The visible pad follows its CSS size and the screen's pixel density, so strokes stay sharp.
+// The visible canvas follows its CSS size and the screen's pixel density, so it stays sharp.
 function render() {
-  const side = Math.round(pad.clientWidth * (window.devicePixelRatio || 1));
-  if (side > 0 && pad.width !== side) {
-    pad.width = side;
-    pad.height = side;
+  if (model === null) return;
+  const canvas = isDigitModel() ? pad : previewCanvas;
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.round(canvas.clientWidth * ratio);
+  const height = Math.round(canvas.clientHeight * ratio);
+  if (width > 0 && height > 0 && (canvas.width !== width || canvas.height !== height)) {
+    canvas.width = width;
+    canvas.height = height;
   }
-  const context = pad.getContext("2d");
-  if (preview) drawPreview(context, pad.width);
-  else drawStrokes(context, pad.width);
+  const context = canvas.getContext("2d");
+  if (preview || !isDigitModel()) drawPreview(context, canvas.width, canvas.height);
+  else drawStrokes(context, canvas.width);
   dropZone.classList.toggle("has-content", preview !== null || strokes.length > 0);
 }
 
@@ -105,6 +233,7 @@ function pointOf(event) {
 }
 
 pad.addEventListener("pointerdown", (event) => {
+  if (!isDigitModel()) return;
   if (activePointer !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
   event.preventDefault();
   if (preview) {  // drawing after an upload starts a new drawing
@@ -140,19 +269,25 @@ pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
 function clearAll() {
-  requestSerial += 1;  // an answer still on its way belongs to the cleared drawing
+  requestSerial += 1;  // an answer still on its way belongs to the cleared input
   strokes = [];
   preview = null;
   lastUpload = null;
   fileInput.value = "";
+  cameraInput.value = "";
   source.textContent = "";
   hideError();
   setResult("empty");
   render();
 }
-document.getElementById("clear").addEventListener("click", clearAll);
+clearButton.addEventListener("click", clearAll);
 
-async function showFile(file) {
+// --- files: upload, camera, drop, paste ----------------------------------------------------------
+
+// The file itself is sent, not a re-encoded copy of the preview: the model sees the very bytes
+// (and EXIF orientation) that curl would send.
+async function showFile(file, description = file.name) {
+  if (model === null) return;
   strokes = [];
   try {
     preview = await createImageBitmap(file);
@@ -160,12 +295,19 @@ async function showFile(file) {
     preview = null;  // not an image the browser decodes (or none at all): the API will say
   }
   render();
-  send(file, file.name, `${file.name} (${formatBytes(file.size)})`);
+  send(file, file.name || "image", `${description} (${formatBytes(file.size)})`);
 }
 
 document.getElementById("upload").addEventListener("click", () => fileInput.click());
-fileInput.addEventListener("change", () => {
-  if (fileInput.files.length > 0) showFile(fileInput.files[0]);
+document.getElementById("take-photo").addEventListener("click", () => cameraInput.click());
+for (const input of [fileInput, cameraInput]) {
+  input.addEventListener("change", () => {
+    if (input.files.length > 0) showFile(input.files[0]);
+  });
+}
+// Without a pad to draw on, a click on the empty preview opens the file chooser too.
+dropZone.addEventListener("click", () => {
+  if (model !== null && !isDigitModel()) fileInput.click();
 });
 
 // The whole page accepts a dropped file, so a near miss does not open the file in the tab.
@@ -188,11 +330,29 @@ document.addEventListener("drop", (event) => {
   if (event.dataTransfer.files.length > 0) showFile(event.dataTransfer.files[0]);
 });
 
+// An image on the clipboard (a screenshot, "Copy image" in a browser) pasted anywhere on the
+// page. Text is left alone, so pasting into the API key field works as usual.
+function pastedImage(clipboard) {
+  if (!clipboard) return null;
+  for (const item of clipboard.items) {
+    if (item.kind === "file" && item.type.startsWith("image/")) return item.getAsFile();
+  }
+  return null;
+}
+document.addEventListener("paste", (event) => {
+  const image = pastedImage(event.clipboardData);
+  if (image === null) return;
+  event.preventDefault();
+  showFile(image, "pasted image");
+});
+
 function formatBytes(bytes) {
   if (bytes < 1024) return `${bytes} bytes`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} kB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
+
+// --- the request and its answer ----------------------------------------------------------------
 
 function storedKey() {
   try {
@@ -216,7 +376,7 @@ async function send(body, filename, description) {
   let response;
   let payload = null;
   try {
-    response = await fetch(PREDICT_URL, { method: "POST", body: form, headers });
+    response = await fetch(predictUrl(), { method: "POST", body: form, headers });
     payload = await response.json().catch(() => null);
   } catch (error) {
     if (serial === requestSerial) {
@@ -245,15 +405,62 @@ function setResult(state) {
   result.setAttribute("aria-busy", state === "pending" ? "true" : "false");
 }
 
-function showAnswer({ proba, label }) {
-  document.getElementById("label").textContent = label;
-  const probaText = document.getElementById("proba");
-  const figure = proba >= 0.001 ? proba.toFixed(4) : proba.toExponential(2);
-  probaText.textContent = `${percent(proba)} (proba ${figure})`;
-  probaText.dataset.value = String(proba);  // the API's exact figure, for scripts and tests
-  document.getElementById("meter-fill").style.width = `${Math.max(0, Math.min(1, proba)) * 100}%`;
+// The answer's own shape decides how it is shown: a "top_k" list (multi-class) as bars, else
+// the binary contract's label and P(positive).
+function showAnswer(answer) {
+  setText("label", answer.label);
+  if (Array.isArray(answer.top_k)) {
+    result.dataset.answer = "ranked";
+    setText("label-name", "Most likely");
+    showBars(answer.top_k);
+  } else {
+    result.dataset.answer = "binary";
+    setText("label-name", "Label");
+    const probaText = document.getElementById("proba");
+    probaText.textContent = `${percent(answer.proba)} (proba ${figure(answer.proba)})`;
+    probaText.dataset.value = String(answer.proba);  // the API's exact figure, for scripts and tests
+    document.getElementById("meter-fill").style.width = `${clamp01(answer.proba) * 100}%`;
+  }
   setResult("answer");
 }
+
+// One list item per class, best first (the API's order): its label and percentage as text, and
+// a bar that only repeats the percentage for the eye (hidden from screen readers).
+function showBars(ranked) {
+  setText("bars-title", ranked.length === 1 ? "Best class" : `Best ${ranked.length} classes`);
+  const items = ranked.map((entry, rank) => {
+    const item = document.createElement("li");
+    item.className = rank === 0 ? "bar bar-best" : "bar";
+    item.dataset.testid = "bar";
+    item.dataset.label = entry.label;
+    item.dataset.index = String(entry.index);
+    item.dataset.value = String(entry.proba);  // the API's exact figure
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = entry.label;
+    name.title = `class ${entry.index}`;
+    const separator = document.createElement("span");
+    separator.className = "visually-hidden";
+    separator.textContent = ": ";
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = percent(entry.proba);
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    track.setAttribute("aria-hidden", "true");
+    const fill = document.createElement("span");
+    fill.className = "bar-fill";
+    // A CSSOM write, which the policy's style-src 'self' allows (a style="" attribute it would not).
+    fill.style.width = `${clamp01(entry.proba) * 100}%`;
+    track.append(fill);
+    item.append(name, separator, value, track);
+    return item;
+  });
+  document.getElementById("bars").replaceChildren(...items);
+}
+
+const clamp01 = (value) => Math.max(0, Math.min(1, value));
+const figure = (proba) => (proba >= 0.001 ? proba.toFixed(4) : proba.toExponential(2));
 
 // 0.1 % steps, without rounding a near-certain answer to a flat 0 % or 100 %.
 function percent(proba) {
@@ -264,8 +471,8 @@ function percent(proba) {
 
 function showError(title, message) {
   setResult("error");
-  document.getElementById("error-title").textContent = title;
-  document.getElementById("error-message").textContent = message;
+  setText("error-title", title);
+  setText("error-message", message);
   errorBox.hidden = false;
 }
 
@@ -293,5 +500,7 @@ keyForm.addEventListener("submit", (event) => {
   if (lastUpload) send(lastUpload.body, lastUpload.filename, lastUpload.description);
 });
 
-new ResizeObserver(render).observe(pad);
-render();
+const resizes = new ResizeObserver(render);
+resizes.observe(pad);
+resizes.observe(previewCanvas);
+loadModel().then(render);
