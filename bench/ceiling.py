@@ -3,20 +3,30 @@
 What no server built on this code can beat on one core; the distance from it to a subject's
 throughput is what HTTP, the framework and the process model cost. The batch-size sweep says how
 much of a request's cost batching several requests into one model call could save at best.
+
+The model is read from a model store entry made by ``import_model.py`` (``bench.servers``
+imports it into a throwaway BentoML home): its ONNX file and its stored spec, exactly what
+``bentoml serve`` loads. :class:`Pipeline` is the request core's work without the core
+(dlops/core.py): ``decode_image`` -> ``Preprocessor`` -> ``Classifier.run`` -> ``Postprocessor``.
 """
 
 from __future__ import annotations
 
 import statistics
 import timeit
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bench.servers import MODEL
 from dlops import config
-from dlops.imaging import to_model_input
-from dlops.inference import BinaryImageClassifier
+from dlops.decode import decode_image
+from dlops.inference import Classifier
+from dlops.postprocess import Postprocessor
+from dlops.preprocess import Preprocessor
+from dlops.spec import ModelSpec, load_spec
 
 BATCH = 64  # images per model call in the batched ceiling, and per /predict_batch request
 SWEEP = (1, 2, 4, 8, 16, 32, 64)
@@ -36,8 +46,28 @@ class Ceiling:
     single_images_per_s: float  # decode + preprocess + infer, one image per model call
     batched_images_per_s: float  # decode + preprocess each of BATCH images, one model call
     preprocess_us: float  # decode + preprocess of one image
-    infer_us: float  # one model call on one image, with the sigmoid and the labels
+    infer_us: float  # one model call on one image, with the postprocessing and the labels
     batch_costs: list[BatchCost]  # inference alone, for each batch size of SWEEP
+
+
+class Pipeline:
+    """One stored model's serving path in this process: bytes -> example -> answers."""
+
+    def __init__(self, entry: Path, intra_op_threads: int = 1) -> None:
+        self.spec: ModelSpec = load_spec(entry)
+        self.classifier = Classifier(entry / config.MODEL_FILE_NAME, self.spec, intra_op_threads)
+        self.preprocessor = Preprocessor(self.spec)
+        self.postprocessor = Postprocessor(self.spec.postprocess)
+        self.classifier.warm_up()
+
+    def prepare(self, data: bytes) -> np.ndarray:
+        """Upload bytes -> one example of the input tensor, as the core's ``prepare`` does."""
+        return self.preprocessor(decode_image(data, max_pixels=config.MAX_IMAGE_PIXELS))
+
+    def infer(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """One model call, then the probabilities and the answers the routes send."""
+        probabilities = self.postprocessor.probabilities(self.classifier.run(batch))
+        return [self.postprocessor.answer(row) for row in probabilities]
 
 
 def _seconds_per_call(timer: timeit.Timer) -> float:
@@ -55,36 +85,32 @@ def _typical_seconds_per_call(timer: timeit.Timer) -> float:
     return statistics.median(timer.repeat(repeat=SWEEP_REPEATS, number=number)) / number
 
 
-def _batch_costs(classifier: BinaryImageClassifier, pixels: np.ndarray) -> list[BatchCost]:
+def batch_costs(
+    infer: Callable[[np.ndarray], Any], example: np.ndarray, sizes: Sequence[int] = SWEEP
+) -> list[BatchCost]:
     costs = []
-    for size in SWEEP:
+    for size in sizes:
         # The same preprocessed image repeated: onnxruntime's cost depends on the shape, not on
         # the pixels, and the copy is made once, outside the timed call.
-        batch = np.ascontiguousarray(np.broadcast_to(pixels, (size, *pixels.shape)))
-        seconds = _typical_seconds_per_call(timeit.Timer(lambda b=batch: classifier.predict(b)))
+        batch = np.ascontiguousarray(np.broadcast_to(example, (size, *example.shape)))
+        seconds = _typical_seconds_per_call(timeit.Timer(lambda b=batch: infer(b)))
         costs.append(BatchCost(batch=size, infer_us_per_image=seconds / size * 1e6))
     return costs
 
 
-def measure_ceiling(png: bytes) -> Ceiling:
-    classifier = BinaryImageClassifier(MODEL, config.DEFAULT_THRESHOLD, config.DEFAULT_LABELS)
-    size = classifier.image_size
-    classifier.warm_up()
-
-    def preprocess() -> np.ndarray:
-        return to_model_input(png, size=size, max_pixels=config.MAX_IMAGE_PIXELS)
-
-    one = np.expand_dims(preprocess(), 0)
-    single = _seconds_per_call(
-        timeit.Timer(lambda: classifier.predict(np.expand_dims(preprocess(), 0)))
-    )
+def measure_ceiling(png: bytes, entry: Path) -> Ceiling:
+    """The ceiling for the model stored at ``entry`` (a model store entry's directory)."""
+    pipeline = Pipeline(entry)
+    prepare, infer = pipeline.prepare, pipeline.infer
+    one = np.expand_dims(prepare(png), 0)
+    single = _seconds_per_call(timeit.Timer(lambda: infer(np.expand_dims(prepare(png), 0))))
     batched = _seconds_per_call(
-        timeit.Timer(lambda: classifier.predict(np.stack([preprocess() for _ in range(BATCH)])))
+        timeit.Timer(lambda: infer(np.stack([prepare(png) for _ in range(BATCH)])))
     )
     return Ceiling(
         single_images_per_s=1.0 / single,
         batched_images_per_s=BATCH / batched,
-        preprocess_us=_seconds_per_call(timeit.Timer(preprocess)) * 1e6,
-        infer_us=_seconds_per_call(timeit.Timer(lambda: classifier.predict(one))) * 1e6,
-        batch_costs=_batch_costs(classifier, preprocess()),
+        preprocess_us=_seconds_per_call(timeit.Timer(lambda: prepare(png))) * 1e6,
+        infer_us=_seconds_per_call(timeit.Timer(lambda: infer(one))) * 1e6,
+        batch_costs=batch_costs(infer, prepare(png)),
     )

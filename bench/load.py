@@ -28,7 +28,11 @@ SLOWEST_EXPECTED_RPS = 20
 
 
 def multipart_body(
-    png: bytes, copies: int = 1, field: str = "file", filename: str = "digit.png"
+    png: bytes,
+    copies: int = 1,
+    field: str = "file",
+    filename: str = "digit.png",
+    part_type: str = "image/png",
 ) -> bytes:
     """The body `curl -F file=@digit.png` sends (with ``copies`` > 1, `-F` repeated that often),
     built once so every request is identical."""
@@ -36,7 +40,7 @@ def multipart_body(
         (
             f"--{BOUNDARY}\r\n"
             f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-            "Content-Type: image/png\r\n\r\n"
+            f"Content-Type: {part_type}\r\n\r\n"
         ).encode()
         + png
         + b"\r\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -55,6 +56,17 @@ def _version(package: str) -> str | None:
         return None
 
 
+def sources_digest() -> str:
+    """sha256 over the service's own source files as they are on disk (committed or not): which
+    code a run with local changes measured, when the commit alone cannot say."""
+    digest = hashlib.sha256()
+    files = sorted([*ROOT.glob("dlops/**/*.py"), ROOT / "service.py", ROOT / "import_model.py"])
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -69,6 +81,7 @@ def machine_info() -> dict[str, Any]:
         "hey": _command_output(["dpkg-query", "-W", "-f=${Version}", "hey"]),
         "git_commit": _command_output(["git", "rev-parse", "HEAD"]),
         "git_dirty": bool(_command_output(["git", "status", "--porcelain"])),
+        "sources_sha256": sources_digest(),
         # Anything else running on these 2 cores shifts the figures; this shows if it did.
         "load_average_1m_at_start": os.getloadavg()[0],
     }

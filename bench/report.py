@@ -16,9 +16,10 @@ import matplotlib.pyplot as plt  # only after the backend is chosen
 from bench.ceiling import BATCH
 
 SEED, DLOPS = "seed", "dlops"
+BASELINE = "dlops@baseline"  # `--baseline REF`: dlops as it was at a git ref, in the same rounds
 BATCH_SUBJECT = f"dlops batch-{BATCH}"  # POST /predict_batch with BATCH images, on dlops' server
-SUBJECTS = (SEED, DLOPS, BATCH_SUBJECT)
-SERVERS = (SEED, DLOPS)  # the processes behind the subjects
+SUBJECTS = (SEED, BASELINE, DLOPS, BATCH_SUBJECT)
+SERVERS = (SEED, BASELINE, DLOPS)  # the processes behind the subjects
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
 # The batch target: a batch-64 request's images per second over single requests' at one level.
 BATCH_TARGET = 10.0
@@ -171,11 +172,31 @@ def _load_table(data: dict[str, Any]) -> list[str]:
             f"| {DLOPS} / {SEED}, paired by round | {row['workers']} | {row['concurrency']} "
             f"| {row['paired_per_image_rate']:.2f}× | | | | {row['paired_p99_ms']:.2f}× | |"
         )
+    for row in data["load"].get("baseline_vs_seed", []):
+        lines.append(
+            f"| {BASELINE} / {SEED} | {row['workers']} | {row['concurrency']} "
+            f"| {row['per_image_rate']:.2f}× (paired {row['paired_per_image_rate']:.2f}×) | "
+            f"| {row['p50_ms']:.2f}× | {row['p95_ms']:.2f}× | {row['p99_ms']:.2f}× | |"
+        )
+    for row in data["load"].get("baseline_ratios", []):
+        lines.append(
+            f"| **{DLOPS} / {BASELINE}** | {row['workers']} | {row['concurrency']} "
+            f"| **{row['per_image_rate']:.2f}×** (paired {row['paired_per_image_rate']:.2f}×) | "
+            f"| {row['p50_ms']:.2f}× | {row['p95_ms']:.2f}× | **{row['p99_ms']:.2f}×** "
+            f"(paired {row['paired_p99_ms']:.2f}×) | |"
+        )
     lines += [
         "",
         "Ratio rows: ratios of the medians above. Paired rows: the median of each round's ratio "
         "(the two subjects ran back to back), less sensitive to the machine's slow spells.",
     ]
+    if data.get("baseline"):
+        lines.append(
+            f"{BASELINE}: dlops as it was at `{data['baseline']['ref']}` (commit "
+            f"{data['baseline']['commit'][:12]}, its own files from `git archive`, its own model "
+            "import), served side by side with the others and measured in the same rounds: "
+            "before/after from one run."
+        )
     return lines
 
 
@@ -372,7 +393,9 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable cores, "
         f"{machine['memory_gib']} GiB, Python {machine['python']}; {packages}; "
         f"hey {machine['hey']}; commit {machine['git_commit'] or '(none)'}"
-        f"{' with local changes' if machine['git_dirty'] else ''}. 1-minute load average "
+        f"{' with local changes' if machine['git_dirty'] else ''}"
+        f" (service sources sha256 {machine.get('sources_sha256', '?')[:12]}). 1-minute load "
+        "average "
         f"{machine['load_average_1m_at_start']:.2f} at the start, "
         f"{machine['load_average_1m_at_end']:.2f} at the end (this run's own processes count).",
         "",
@@ -466,6 +489,8 @@ def write_plot(path: Path, data: dict[str, Any]) -> None:
                 (r for r in summary if (r["subject"], r["workers"]) == (subject, workers)),
                 key=lambda r: r["concurrency"],
             )
+            if not rows:
+                continue
             plural = "s" if workers > 1 else ""
             label = f"{subject}, {workers} worker{plural}" if several else subject
             x = [row["concurrency"] for row in rows]

@@ -7,6 +7,11 @@ subject), so whatever drifts during the run (CPU boost, page cache, a neighbour'
 alike. With `--workers 1 2` that happens once per worker count, each with its own pair of
 servers. Then memory, cold starts and the image size. Writes bench/results/latest.{json,md,png},
 or workers.{json,md,png} when comparing worker counts, so that neither run overwrites the other.
+
+`--baseline REF` adds a subject: dlops as it was at git REF (its files from `git archive`, its own
+model import), served beside the others and measured in the same rounds, so that a change's
+before/after comes from one run on one machine (`make bench BENCH_ARGS="--baseline REF"`). The
+orientation model, a compute-heavy subject, has its own module: `python -m bench.orientation`.
 """
 
 from __future__ import annotations
@@ -36,8 +41,16 @@ from bench import report
 from bench.ceiling import BATCH, measure_ceiling
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import container_image_size, machine_info
-from bench.report import BATCH_SUBJECT, DLOPS, SEED
-from bench.servers import ROOT, Server, dlops_server, import_model, seed_server
+from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, SEED
+from bench.servers import (
+    MODEL,
+    ROOT,
+    Server,
+    baseline_tree,
+    dlops_server,
+    import_model,
+    seed_server,
+)
 
 T = TypeVar("T")
 FIXTURES = ROOT / "tests" / "fixtures" / "digits"
@@ -75,6 +88,7 @@ class Settings:
     dlops_env: dict[str, str]
     image: Path
     output: Path
+    baseline: str | None = None
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -149,6 +163,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         metavar="KEY=VALUE",
         help="extra environment for bentoml serve, e.g. DLOPS_ACCESS_LOG=1 (repeatable)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help=f"also serve dlops as it was at git REF (e.g. the commit before a change), as the "
+        f"subject {BASELINE!r}, measured in the same rounds: before/after from one run",
+    )
     parser.add_argument("--image", type=Path, help="28x28 grayscale PNG (default: a fixture)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
@@ -179,6 +199,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         dlops_env=dlops_env,
         image=image.resolve(),
         output=args.output,
+        baseline=args.baseline,
     )
 
 
@@ -262,13 +283,15 @@ def measure_load(
     hey: str,
     body_path: Path,
     batch_body_path: Path,
+    model_entry: Path,
 ) -> dict[str, Any]:
     """Answers, ceiling and load in alternating rounds, then memory; the servers are running."""
     single_levels = settings.concurrency
     subjects = [
         *(
             Subject(name, servers[name], "/predict", body_path, 1, settings.requests, single_levels)
-            for name in (SEED, DLOPS)
+            for name in (SEED, BASELINE, DLOPS)
+            if name in servers
         ),
         Subject(
             BATCH_SUBJECT,
@@ -284,6 +307,8 @@ def measure_load(
     answers = {s.name: post_once(s.url, s.body_path.read_bytes()) for s in subjects}
     answers[BATCH_SUBJECT] = check_batch_answer(answers[BATCH_SUBJECT], answers[DLOPS]["label"])
     log(f"{tag} answers: {answers}")
+    if BASELINE in answers and answers[BASELINE] != answers[DLOPS]:
+        log(f"warning: {BASELINE} answers {answers[BASELINE]}, dlops {answers[DLOPS]}")
     if answers[SEED].get("label") != answers[DLOPS].get("label"):
         log("warning: the subjects disagree about the image; the figures compare different work")
     for subject in subjects:
@@ -296,7 +321,7 @@ def measure_load(
     runs: list[dict[str, Any]] = []
     ceilings = []
     for round_index in range(settings.rounds):
-        ceiling = measure_ceiling(png)
+        ceiling = measure_ceiling(png, model_entry)
         ceilings.append(dataclasses.asdict(ceiling))
         log(
             f"{tag} round {round_index + 1}/{settings.rounds}: ceiling "
@@ -391,20 +416,37 @@ def main(argv: list[str] | None = None) -> None:
         batch_body_path.write_bytes(multipart_body(png, copies=BATCH))
         home = scratch / "bentoml"
         log("importing the model into a temporary BentoML home")
-        import_model(home)
+        model_entry = import_model(home)
+        baseline = None
+        if settings.baseline is not None:
+            tree, commit = baseline_tree(settings.baseline, scratch / "baseline")
+            log(f"importing the model with {settings.baseline} ({commit[:12]})'s import_model.py")
+            baseline_home = scratch / "bentoml-baseline"
+            import_model(baseline_home, tree / MODEL.relative_to(ROOT), tree=tree)
+            baseline = {"ref": settings.baseline, "commit": commit, "tree": tree}
         measured = []
         # One worker count after the other: two pairs of servers side by side would split the
         # shared libraries' pages four ways and blur the memory figures.
         for workers in settings.workers:
             factories = _server_factories(settings, workers, home, scratch)
             servers = {name: make() for name, make in factories.items()}
+            if baseline is not None:
+                servers[BASELINE] = dlops_server(
+                    baseline_home,
+                    scratch,
+                    {**settings.dlops_env, "DLOPS_WORKERS": str(workers)},
+                    tree=baseline["tree"],
+                    subject=BASELINE,
+                )
             with running(*servers.values()):
                 log(
                     f"{workers} worker(s): "
                     + ", ".join(f"{name} at {server.url}" for name, server in servers.items())
                 )
                 measured.append(
-                    measure_load(settings, workers, servers, hey, body_path, batch_body_path)
+                    measure_load(
+                        settings, workers, servers, hey, body_path, batch_body_path, model_entry
+                    )
                 )
         cold_start = measure_cold_starts(settings, home, scratch)
     runs = [run for block in measured for run in block["runs"]]
@@ -431,7 +473,10 @@ def main(argv: list[str] | None = None) -> None:
             "summary": summary,
             "ratios": report.ratios(summary, runs, DLOPS, SEED),
             "batch_ratios": report.ratios(summary, runs, BATCH_SUBJECT, DLOPS),
+            "baseline_ratios": report.ratios(summary, runs, DLOPS, BASELINE) if baseline else [],
+            "baseline_vs_seed": report.ratios(summary, runs, BASELINE, SEED) if baseline else [],
         },
+        "baseline": {"ref": baseline["ref"], "commit": baseline["commit"]} if baseline else None,
         "memory": [entry for block in measured for entry in block["memory"]],
         "cold_start": cold_start,
         "image_size": container_image_size(),

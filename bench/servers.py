@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from dlops.spec import SPEC_FILE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL = ROOT / "models" / "binary_classifier_3.onnx"
@@ -69,8 +71,10 @@ class Server:
         ready_path: str,
         log_path: Path,
         root_role: str,
+        cwd: Path = ROOT,
     ) -> None:
         self.subject = subject
+        self.cwd = cwd  # the source tree it serves: this checkout unless a baseline's
         self.argv = argv
         self.env = env
         self.url = f"http://{HOST}:{port}"
@@ -85,7 +89,7 @@ class Server:
             self.started_at = time.perf_counter()
             self.process = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -256,11 +260,17 @@ def dlops_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def import_model(home: Path) -> None:
-    """Import the committed model into ``home`` the way `make import` does."""
+def import_model(
+    home: Path, model: Path = MODEL, name: str | None = None, tree: Path = ROOT
+) -> Path:
+    """Import ``model`` (the committed digit model by default) into ``home`` the way `make import`
+    does, as ``name`` if given; returns the model store entry's directory (its ONNX file and
+    spec.json), read from the importer's last line, ``imported: NAME:VERSION``. ``tree``: the
+    source tree whose import_model.py runs (a baseline's, see :func:`baseline_tree`)."""
+    argv = [sys.executable, str(tree / "import_model.py"), str(model)]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "import_model.py"), str(MODEL)],
-        cwd=ROOT,
+        [*argv, *(["--name", name] if name else [])],
+        cwd=tree,
         env=dlops_env(home),
         capture_output=True,
         text=True,
@@ -268,20 +278,61 @@ def import_model(home: Path) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"import_model.py failed:\n{result.stdout}{result.stderr}")
+    if tree != ROOT:
+        return home  # an older importer: its output and store layout may differ; not read
+    # "imported: TAG" or, when the store already holds it, "already imported, unchanged: TAG".
+    lines = result.stdout.strip().splitlines()
+    tag = lines[-1].rpartition(": ")[2].strip() if lines else ""
+    model_name, _, version = tag.partition(":")
+    entry = home / "models" / model_name / version
+    if not version or not (entry / SPEC_FILE_NAME).is_file():
+        raise RuntimeError(f"import_model.py printed no usable tag ({tag!r}):\n{result.stdout}")
+    return entry
 
 
-def dlops_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
-    """`bentoml serve` as `make serve` runs it; bound to loopback, which make leaves to BentoML."""
+def dlops_server(
+    home: Path,
+    log_dir: Path,
+    extra_env: dict[str, str],
+    tree: Path = ROOT,
+    subject: str = "dlops",
+) -> Server:
+    """`bentoml serve` as `make serve` runs it; bound to loopback, which make leaves to BentoML.
+
+    ``tree``: the source tree it serves (a baseline's, see :func:`baseline_tree`)."""
     port = free_port()
     return Server(
-        subject="dlops",
+        subject=subject,
         argv=[str(BIN / "bentoml"), "serve", "--host", HOST, "--port", str(port)],
         env=dlops_env(home, extra_env),
         port=port,
         ready_path="/readyz",
-        log_path=log_dir / f"dlops-{port}.log",
+        log_path=log_dir / f"{subject.replace('@', '-')}-{port}.log",
         root_role="arbiter",
+        cwd=tree,
     )
+
+
+def baseline_tree(ref: str, directory: Path) -> tuple[Path, str]:
+    """The repository's files at ``ref`` (`git archive`, nothing of this checkout touched),
+    unpacked into ``directory``; returns it and the commit ``ref`` names."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: not a commit of this repository")
+    directory.mkdir(parents=True)
+    archive = subprocess.Popen(
+        ["git", "archive", commit.stdout.strip()], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    subprocess.run(["tar", "-x", "-C", str(directory)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {ref} failed")
+    return directory, commit.stdout.strip()
 
 
 def stock_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
@@ -300,16 +351,22 @@ def stock_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server
     )
 
 
-def seed_server(log_dir: Path, workers: int) -> Server:
+def seed_server(
+    log_dir: Path,
+    workers: int,
+    app: str = "bench.seed_app:app",
+    extra_env: dict[str, str] | None = None,
+    subject: str = "seed",
+) -> Server:
     """The seed app under uvicorn as the article serves it; /docs is its first page to answer."""
     port = free_port()
-    argv = [str(BIN / "uvicorn"), "bench.seed_app:app", "--workers", str(workers)]
+    argv = [str(BIN / "uvicorn"), app, "--workers", str(workers)]
     return Server(
-        subject="seed",
+        subject=subject,
         argv=[*argv, "--host", HOST, "--port", str(port)],
-        env=_base_env(),
+        env={**_base_env(), **(extra_env or {})},
         port=port,
         ready_path="/docs",
-        log_path=log_dir / f"seed-{port}.log",
+        log_path=log_dir / f"{subject}-{port}.log",
         root_role="uvicorn" if workers == 1 else "supervisor",
     )

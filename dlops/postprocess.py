@@ -42,7 +42,8 @@ class Postprocessor:
         if self.spec.activation == "softmax":
             return softmax(rows)
         if self.spec.activation == "sigmoid":
-            return np.array([[sigmoid(value)] for value in rows[:, 0].tolist()])
+            logits = rows[:, 0].tolist()
+            return np.fromiter(map(sigmoid, logits), np.float64, len(logits)).reshape(-1, 1)
         # Already probabilities; clipped so that rounding in the graph cannot leave 0..1.
         return np.clip(rows.astype(np.float64), 0.0, 1.0)
 
@@ -55,13 +56,17 @@ class Postprocessor:
     def label_of(self, row: np.ndarray) -> str:
         """The answered label: thresholded if binary, else the top-1 class."""
         if self.spec.is_binary:
-            assert self.spec.threshold is not None
-            return self.labels[1] if float(row[0]) > self.spec.threshold else self.labels[0]
+            return self.binary_label(float(row[0]))
         return self.labels[int(np.argmax(row))]
+
+    def binary_label(self, proba: float) -> str:
+        assert self.spec.threshold is not None
+        return self.labels[1] if proba > self.spec.threshold else self.labels[0]
 
     def answer(self, row: np.ndarray, top_k: int | None = None) -> dict[str, Any]:
         if self.spec.is_binary:
-            return {"proba": float(row[0]), "label": self.label_of(row)}
+            proba = float(row[0])
+            return {"proba": proba, "label": self.binary_label(proba)}
         ranked = self.ranked(row, self.top_k(top_k))
         best = ranked[0]
         return {"label": best["label"], "proba": best["proba"], "top_k": ranked}

@@ -98,10 +98,10 @@ def test_metric_labels_are_bounded_for_many_classes() -> None:
         type(post)(post.output, 1000, "softmax", tuple(map(str, range(1000))), None, 5),
     )
     wide = Core(many, core.loader, RecordingMetrics(), 40_000_000, 5)  # type: ignore[arg-type]
-    row = np.zeros(1000)
-    row[437] = 1.0
-    assert wide.metric_label(row) == "classes 400-499"
-    assert core.metric_label(np.eye(10)[7]) == "7"
+    rows = np.zeros((2, 1000))
+    rows[0, 437] = rows[1, 999] = 1.0
+    assert wide.metric_answers(rows) == ([1.0, 1.0], ["classes 400-499", "classes 900-999"])
+    assert core.metric_answers(np.eye(10)[[7]]) == ([1.0], ["7"])
 
 
 def test_a_model_that_fails_to_load_is_a_clear_503_reason() -> None:
