@@ -82,7 +82,7 @@ build: import
 	$(BIN)/bentoml build
 
 # The image: a fresh Bento, containerized as dlops:latest and dlops:<Bento version>.
-# BentoML 1.4.39 reads the Bento's Dockerfile template from containerize's temporary build
+# BentoML (1.4.39 and 1.4.40) reads the Bento's Dockerfile template from containerize's temporary build
 # context but refuses paths outside the current directory, so that context is made under build/.
 BENTOML_CONTAINERIZE_BACKEND ?= docker
 IMAGE_NAME ?= dlops

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # The releases these reach-ins were written and checked against.
-WRITTEN_FOR = {"bentoml": "1.4.39", "prometheus-client": "0.26.0"}
+WRITTEN_FOR = {"bentoml": "1.4.40", "prometheus-client": "0.26.0"}
 
 
 class LibraryMoved(RuntimeError):

@@ -45,4 +45,4 @@ def test_bentoml_build_records_the_model_and_the_code(model_home: Path) -> None:
         for path in packed
     )
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "bentoml==1.4.39" in requirements
+    assert "bentoml==1.4.40" in requirements

@@ -16,7 +16,7 @@ def test_written_for_the_installed_releases() -> None:
         "bentoml": version("bentoml"),
         "prometheus-client": version("prometheus-client"),
     } == compat.WRITTEN_FOR
-    assert compat.WRITTEN_FOR["bentoml"] == "1.4.39"
+    assert compat.WRITTEN_FOR["bentoml"] == "1.4.40"
 
 
 def test_histogram_counters_add_like_observe() -> None:
