@@ -35,6 +35,8 @@ INLINE_MAX_BYTES = 256 * 1024
 # event loop for small uploads; slower ones (a 224 x 224 CNN takes milliseconds) on a thread,
 # so that no request holds the loop, and the health probes behind it, for long.
 INLINE_MAX_INFER_SECONDS = 0.0005
+# Each call's weight in the moving average of the model's cost per image.
+COST_AVERAGE_WEIGHT = 0.05
 # Predictions are counted by label when a model has at most this many classes; beyond it, by
 # ranges of class indices, so that 1,000 ImageNet labels do not make 1,000 time series.
 MAX_LABELLED_CLASSES = 50
@@ -70,6 +72,7 @@ class Core:
         self.preprocessor = Preprocessor(spec)
         self.postprocessor = Postprocessor(spec.postprocess)
         self._large_upload_slots: anyio.CapacityLimiter | None = None
+        self._typical_seconds: float | None = None  # per image; see _seconds_per_image
         classes = spec.postprocess.classes
         self._class_range = -(-classes // CLASS_RANGES)  # ceil
 
@@ -80,9 +83,17 @@ class Core:
             await self.loader.wait(self.model_wait_seconds)  # ModelNotReady after the wait
         if upload_bytes > INLINE_MAX_BYTES:
             return await self.off_loop_if_large(work, upload_bytes)
-        if self.loader.seconds_per_image > INLINE_MAX_INFER_SECONDS:
+        if self._seconds_per_image() > INLINE_MAX_INFER_SECONDS:
             return await anyio.to_thread.run_sync(work)
         return work()
+
+    def _seconds_per_image(self) -> float:
+        """What the model costs an image: the warm-up's figure, then a moving average of the
+        calls served, so that one slow moment (a busy machine at start-up) does not decide for
+        good."""
+        if self._typical_seconds is None:
+            self._typical_seconds = self.loader.seconds_per_image
+        return self._typical_seconds
 
     async def off_loop_if_large(self, work: Callable[[], T], upload_bytes: int) -> T:
         """``work()`` inline for a small upload; on a thread for a large one, one at a time.
@@ -162,6 +173,10 @@ class Core:
         started = time.perf_counter()
         probabilities = self.postprocessor.probabilities(classifier.run(batch))
         seconds = time.perf_counter() - started
+        if self._typical_seconds is not None:
+            self._typical_seconds += COST_AVERAGE_WEIGHT * (
+                seconds / len(batch) - self._typical_seconds
+            )
         self.metrics.inferred(seconds, *self.metric_answers(probabilities))
         return Outcome(probabilities, items)
 

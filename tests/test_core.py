@@ -73,20 +73,38 @@ def test_a_tensor_is_fed_as_it_is() -> None:
 
 
 def test_a_fast_model_runs_on_the_event_loop_a_slow_one_does_not() -> None:
-    core, _ = make_core(MODEL)
+    fast, _ = make_core(MODEL)
+    slow, _ = make_core(MODEL)
+    slow.loader.seconds_per_image = 0.01  # as a 224x224 CNN measures at warm-up
     threads: list[str] = []
 
     def work() -> None:
         threads.append(threading.current_thread().name)
 
     async def run_both() -> None:
-        await core._run(work, upload_bytes=300)
-        core.loader.seconds_per_image = 0.01  # as a 224x224 CNN measures at warm-up
-        await core._run(work, upload_bytes=300)
+        await fast._run(work, upload_bytes=300)
+        await slow._run(work, upload_bytes=300)
+        await fast._run(work, upload_bytes=300 * 1024)  # a large upload: a thread, whatever
 
     asyncio.run(run_both())
-    assert threads[0] == threading.main_thread().name
-    assert threads[1] != threading.main_thread().name
+    main = threading.main_thread().name
+    assert threads[0] == main and threads[1] != main and threads[2] != main
+
+
+def test_a_slow_warm_up_does_not_decide_for_good() -> None:
+    """A digit model that measured slow at start-up (a busy machine) returns to the loop."""
+    core, _ = make_core(MODEL)
+    core.loader.seconds_per_image = 0.01
+    threads: list[str] = []
+
+    async def classify_many() -> None:
+        for _ in range(100):
+            await core.classify_files([THREE])  # each call updates the model's measured cost
+            await core._run(lambda: threads.append(threading.current_thread().name), 300)
+
+    asyncio.run(classify_many())
+    main = threading.main_thread().name
+    assert threads[0] != main and threads[-1] == main
 
 
 def test_metric_labels_are_bounded_for_many_classes() -> None:
