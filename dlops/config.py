@@ -45,9 +45,9 @@ REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
 # throughput on 2 cores. Raise it on machines with more cores.
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
-# onnxruntime's intra-op threads per worker. One suits the digit models (~20 µs an image, where a
-# pool only adds hand-off jitter) and several workers on several cores; a large model served by
-# one worker on a many-core machine may gain from more (README, Performance).
+# onnxruntime's intra-op threads per worker. One suits the digit models (a pool only adds
+# hand-off jitter to microseconds of work) and several workers on several cores; a large model
+# served by one worker on a many-core machine may gain from more (README, Performance).
 INTRA_OP_THREADS = _positive_int("DLOPS_INTRA_OP_THREADS", 1)
 # On SIGTERM, the longest a worker keeps accepting the connections already queued before it
 # lets requests in flight finish and exits; Heroku sends SIGKILL 30 s after SIGTERM.

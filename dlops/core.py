@@ -29,9 +29,9 @@ from dlops.spec import ModelSpec
 
 T = TypeVar("T")
 # Uploads up to this size are decoded on the event loop when the model is small: a digit PNG is
-# ~300 bytes and costs ~100 µs, less than a hand-off to a thread.
+# a few hundred bytes and costs less to decode than a hand-off to a thread.
 INLINE_MAX_BYTES = 256 * 1024
-# A model whose warm-up took at most this per image (the digit models take ~20 µs) runs on the
+# A model that costs at most this per image (the digit models cost far less) runs on the
 # event loop for small uploads; slower ones (a 224 x 224 CNN takes milliseconds) on a thread,
 # so that no request holds the loop, and the health probes behind it, for long.
 INLINE_MAX_INFER_SECONDS = 0.0005
@@ -162,7 +162,7 @@ class Core:
                 (0, 1 if self.spec.postprocess.is_binary else self.spec.postprocess.classes)
             )
             return Outcome(empty, [], errors)
-        # One image (most requests): a view with a batch axis, not np.stack's copy (~8 µs).
+        # One image (most requests): a view with a batch axis, not np.stack's copy.
         batch = examples[0][None] if len(examples) == 1 else np.stack(examples)
         outcome = self._infer(batch, readable)
         outcome.errors = errors
