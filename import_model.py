@@ -41,6 +41,7 @@ from dlops.spec import (
     INTERPOLATIONS,
     LAYOUTS,
     MODES,
+    RESAMPLINGS,
     ModelSpec,
     SpecError,
     load_spec,
@@ -268,6 +269,11 @@ def parser() -> argparse.ArgumentParser:
         help="resize-crop: the shorter side before the centre crop",
     )
     pre.add_argument("--interpolation", choices=INTERPOLATIONS)
+    pre.add_argument(
+        "--resampling",
+        choices=RESAMPLINGS,
+        help="pillow: antialiased, torchvision's rules; opencv: as cv2.resize (no antialiasing)",
+    )
     pre.add_argument("--color", choices=COLORS, help="the channels' order; L: grayscale")
     pre.add_argument(
         "--scale", type=checked(positive_number, "--scale"), metavar="X", help="e.g. 1/255"

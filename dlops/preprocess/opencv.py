@@ -1,0 +1,114 @@
+"""``resize-crop`` and ``resize`` as OpenCV-based training pipelines do them, with Pillow and numpy.
+
+``cv2.resize`` does not antialias: each output pixel is the source interpolated at
+``(x + 0.5) * src / dst - 0.5``, whatever the scale. Pipelines built on it (PaddleOCR and
+PaddleClas among them) also size the shorter side with ``int(round())`` and floor the crop's
+offset. Only the pixels of the crop are computed: nearest, bilinear and bicubic by Pillow's affine
+transform at cv2's sample points, lanczos by cv2's own INTER_LANCZOS4 arithmetic (8 taps,
+11-bit fixed-point weights, one rounding), which reproduces cv2.resize exactly. No OpenCV needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from dlops.preprocess.resize_crop import to_color
+
+AFFINE_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+LANCZOS_TAPS = 8
+WEIGHT_ONE = 2048  # cv2's INTER_RESIZE_COEF_SCALE: weights are multiples of 1/2048
+
+
+def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The shorter side to ``size``, each side ``int(round(side * size / short))``."""
+    percent = size / min(width, height)
+    return round(width * percent), round(height * percent)
+
+
+def resize_crop(
+    image: Image.Image, resize: int, height: int, width: int, interpolation: str, color: str
+) -> np.ndarray:
+    """uint8 [height, width, 3] (RGB or BGR order) or [height, width] for ``L``."""
+    colored = to_color(image, color)
+    resized = shorter_side_size(*colored.size, resize)
+    offset = ((resized[0] - width) // 2, (resized[1] - height) // 2)
+    return _in_order(_sample(colored, resized, offset, (width, height), interpolation), color)
+
+
+def stretch(
+    image: Image.Image, height: int, width: int, interpolation: str, color: str
+) -> np.ndarray:
+    """uint8 [height, width, 3] (RGB or BGR order) or [height, width] for ``L``."""
+    colored = to_color(image, color)
+    pixels = _sample(colored, (width, height), (0, 0), (width, height), interpolation)
+    return _in_order(pixels, color)
+
+
+def _in_order(pixels: np.ndarray, color: str) -> np.ndarray:
+    return pixels[..., ::-1] if color == "BGR" else pixels
+
+
+def _sample(
+    image: Image.Image,
+    resized: tuple[int, int],
+    offset: tuple[int, int],
+    size: tuple[int, int],
+    interpolation: str,
+) -> np.ndarray:
+    """The ``size`` window at ``offset`` of the image as cv2.resize would make it ``resized``."""
+    if interpolation == "lanczos":
+        return _lanczos4(image, resized, offset, size)
+    scale_x, scale_y = image.width / resized[0], image.height / resized[1]
+    # Output pixel centre x + 0.5 maps to (x + left + 0.5) * scale: cv2's sample point, in
+    # Pillow's convention where pixel i spans [i, i + 1).
+    matrix = (scale_x, 0.0, scale_x * offset[0], 0.0, scale_y, scale_y * offset[1])
+    window = image.transform(
+        size, Image.Transform.AFFINE, matrix, resample=AFFINE_FILTERS[interpolation]
+    )
+    return np.asarray(window, dtype=np.uint8)
+
+
+def _lanczos4_taps(resized: int, source: int, first: int, count: int) -> tuple[np.ndarray, ...]:
+    """Source indices and fixed-point weights of output pixels ``first .. first + count - 1``."""
+    scale = 1.0 / (resized / source)  # as cv2 computes it, from its inverse scale
+    points = ((np.arange(first, first + count, dtype=np.float64) + 0.5) * scale - 0.5).astype(
+        np.float32
+    )
+    floor = np.floor(points)
+    distance = (points - floor).astype(np.float64)[:, None] + 3 - np.arange(LANCZOS_TAPS)
+    weights = np.sinc(distance) * np.sinc(distance / 4)
+    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    index = np.clip(floor.astype(np.int64)[:, None] + np.arange(-3, 5), 0, source - 1)
+    return index, np.rint(weights * WEIGHT_ONE)
+
+
+def _lanczos4(
+    image: Image.Image, resized: tuple[int, int], offset: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """cv2's INTER_LANCZOS4 for the window alone.
+
+    cv2 sums integer weights times pixels exactly and rounds once, ``(sum + 2**21) >> 22``; the
+    sum does not depend on the order, so the vertical pass (exact in float32) comes first, over
+    only the source rows the window's taps reach, then the horizontal one (exact in float64).
+    """
+    x_index, x_weights = _lanczos4_taps(resized[0], image.width, offset[0], size[0])
+    y_index, y_weights = _lanczos4_taps(resized[1], image.height, offset[1], size[1])
+    left, top = int(x_index.min()), int(y_index.min())
+    box = (left, top, int(x_index.max()) + 1, int(y_index.max()) + 1)
+    source = np.asarray(image.crop(box), dtype=np.float32)
+    if source.ndim == 2:
+        source = source[..., None]
+    x_index, y_index = x_index - left, y_index - top
+    down = np.zeros((size[1], source.shape[1], source.shape[2]), dtype=np.float32)
+    for tap in range(LANCZOS_TAPS):
+        down += source[y_index[:, tap]] * y_weights[:, tap, None, None]
+    across = np.zeros((size[1], size[0], source.shape[2]), dtype=np.float64)
+    for tap in range(LANCZOS_TAPS):
+        across += down[:, x_index[:, tap]] * x_weights[None, :, tap, None].astype(np.float64)
+    window = np.clip(np.floor((across + 2**21) / 2**22), 0, 255).astype(np.uint8)
+    return window[..., 0] if image.mode == "L" else window
