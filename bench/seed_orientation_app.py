@@ -4,8 +4,9 @@ The benchmark's peer for ``python -m bench.orientation``:
 ``uvicorn bench.seed_orientation_app:app``.
 Written the way bench/seed_app.py is (one ``async def`` endpoint, a default onnxruntime session,
 all the work on the event loop, one image per request), with the preprocessing dlops applies to
-this model: Pillow decode, RGB, shorter side to 256, centre crop 224 (torchvision's rounding),
-``/255``, ImageNet mean/std, CHW. The model already ends in Softmax.
+this model: Pillow decode, shorter side to 256 and centre crop 224 (with Pillow and torchvision's
+rounding, or with ``cv2.resize`` when the spec's resampling is "opencv"), ``/255``, ImageNet
+mean/std, CHW. The model already ends in Softmax.
 
 Two settings come from the environment so that this app always does dlops' work and not an
 older copy of it: ``SEED_ORIENTATION_MODEL`` (the ONNX file; default: the one inside the
@@ -39,6 +40,7 @@ RESIZE = 256
 CROP = 224
 INTERPOLATION = "bilinear"
 COLOR = "RGB"
+OPENCV = False
 SCALE = 1 / 255
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -51,11 +53,21 @@ if os.environ.get("SEED_ORIENTATION_SPEC"):
     RESIZE, CROP = _pre["resize"], _spec["input"]["height"]
     assert _spec["input"]["width"] == CROP, _spec["input"]
     INTERPOLATION, COLOR, SCALE = _pre["interpolation"], _pre["color"], _pre["scale"]
+    OPENCV = _pre.get("resampling") == "opencv"
     MEAN, STD = _pre["mean"], _pre["std"]
     LABELS = _spec["postprocess"]["labels"]
     assert _spec["postprocess"]["activation"] == "none", _spec["postprocess"]
 
 RESAMPLE = getattr(Image.Resampling, INTERPOLATION.upper())
+if OPENCV:  # the model was trained with OpenCV's resize: such an app would use OpenCV too
+    import cv2
+
+    CV2_INTERPOLATION = {
+        "nearest": cv2.INTER_NEAREST,
+        "bilinear": cv2.INTER_LINEAR,
+        "bicubic": cv2.INTER_CUBIC,
+        "lanczos": cv2.INTER_LANCZOS4,
+    }[INTERPOLATION]
 
 app = FastAPI()
 ort_session = ort.InferenceSession(MODEL)
@@ -67,13 +79,20 @@ async def predict(file: UploadFile = File(...)):  # noqa: B008 - the article's s
     request_object_content = await file.read()
     img = Image.open(io.BytesIO(request_object_content)).convert("RGB")
     w, h = img.size
-    if w <= h:
-        img = img.resize((RESIZE, int(RESIZE * h / w)), RESAMPLE)
+    if OPENCV:
+        percent = RESIZE / min(w, h)
+        w, h = round(w * percent), round(h * percent)
+        img = cv2.resize(np.array(img), (w, h), interpolation=CV2_INTERPOLATION)
+        left, top = (w - CROP) // 2, (h - CROP) // 2
+        img = img[top : top + CROP, left : left + CROP]
     else:
-        img = img.resize((int(RESIZE * w / h), RESIZE), RESAMPLE)
-    w, h = img.size
-    left, top = round((w - CROP) / 2), round((h - CROP) / 2)
-    img = img.crop((left, top, left + CROP, top + CROP))
+        if w <= h:
+            img = img.resize((RESIZE, int(RESIZE * h / w)), RESAMPLE)
+        else:
+            img = img.resize((int(RESIZE * w / h), RESIZE), RESAMPLE)
+        w, h = img.size
+        left, top = round((w - CROP) / 2), round((h - CROP) / 2)
+        img = img.crop((left, top, left + CROP, top + CROP))
     x = np.array(img, dtype=np.float32)
     if COLOR == "BGR":
         x = x[:, :, ::-1]
