@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dlops.decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from dlops.preprocess.depth import HIGH_DEPTH_MODES, scale_to_unit
 
 MNIST_SIZE = 28
 MNIST_BOX = 20  # MNIST fits each digit into 20x20 and pads it to 28x28
@@ -60,7 +61,6 @@ BACKGROUND_FIT_SAMPLE = 20_000
 STATISTICS_SAMPLE = 100_000
 # Fast path: MNIST digits peak at 253..255; anything fainter goes through the full normalisation.
 MNIST_MIN_PEAK = 250
-HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
@@ -171,7 +171,7 @@ def _lightness_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | N
         # 16-bit grey PNGs mark one value transparent (tRNS); Pillow's convert would drop it.
         if isinstance(transparent_value, int) and np.any(values == transparent_value):
             alpha = (values != transparent_value).astype(np.float32)
-        return _scale_to_unit(values, image.mode), alpha
+        return scale_to_unit(values, image.mode), alpha
     if image.mode == "LAB":
         return np.asarray(image.getchannel("L"), dtype=np.float32) / 255.0, None
     if image.mode in ALPHA_MODES or "transparency" in image.info:
@@ -179,28 +179,6 @@ def _lightness_and_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | N
         alpha = lightness_alpha[..., 1]
         return lightness_alpha[..., 0], None if alpha.min() == 1.0 else alpha
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, None
-
-
-def _scale_to_unit(values: np.ndarray, mode: str) -> np.ndarray:
-    """Map 16/32-bit integer or float pixels onto 0..1 by their nominal range, never by clipping.
-
-    I;16 is 0..65535 by definition. Mode I and F carry no range, so the common conventions are
-    recognised (0..1, 0..255, 0..65535) and anything else is stretched from its own min to max.
-    """
-    if mode.startswith("I;16"):
-        return values / 65535.0
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
-    if low >= 0.0:
-        for nominal_max in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
-            if high <= nominal_max:
-                return values / nominal_max
-    if high <= low:
-        return np.zeros_like(values)
-    # Halved first: float pixels can span more than float32 holds (-3e38..3e38), and their
-    # difference would overflow to infinity, then NaN.
-    half_low = np.float32(low / 2)
-    return (values * np.float32(0.5) - half_low) / np.float32(high / 2 - low / 2)
 
 
 def _composite_on_contrasting_backdrop(

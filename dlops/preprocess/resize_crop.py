@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from dlops.preprocess.depth import HIGH_DEPTH_MODES, scale_to_unit
+
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -19,7 +21,6 @@ RESAMPLING = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Documents and photos with transparency are shown on white, as viewers and browsers show them.
 BACKDROP = (255, 255, 255)
 
@@ -38,15 +39,9 @@ def to_color(image: Image.Image, color: str) -> Image.Image:
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:
-    """16-bit and float greyscale to 8 bits by its nominal range (0..65535, 0..255, 0..1)."""
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if image.mode.startswith("I;16"):
-        top = 65535.0
-    else:
-        high = float(values.max()) if values.size else 0.0
-        top = next((n for n in (1.0, 255.0, 65535.0) if high <= n), high)
-    scaled = np.clip(values * (255.0 / top), 0, 255) if top > 0 else np.zeros_like(values)
-    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+    """16-bit and float greyscale to 8 bits by its nominal range (see dlops/preprocess/depth.py)."""
+    unit = scale_to_unit(np.asarray(image, dtype=np.float32), image.mode)
+    return Image.fromarray(np.rint(unit * 255.0).astype(np.uint8), mode="L")
 
 
 def shorter_side_to(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
