@@ -158,10 +158,7 @@ class Core:
                 if stop_at_first_error:
                     break
         if not examples or (errors and stop_at_first_error):
-            empty = np.empty(
-                (0, 1 if self.spec.postprocess.is_binary else self.spec.postprocess.classes)
-            )
-            return Outcome(empty, [], errors)
+            return Outcome(np.empty((0, self.spec.postprocess.classes)), [], errors)
         # One image (most requests): a view with a batch axis, not np.stack's copy.
         batch = examples[0][None] if len(examples) == 1 else np.stack(examples)
         outcome = self._infer(batch, readable)

@@ -9,40 +9,14 @@ The entry's spec.json (dlops/spec.py) is read and validated here too.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlops import config
 from dlops.compat import bentoml_home
-from dlops.spec import ModelSpec, SpecError, load_spec
+from dlops.spec import SpecError, load_spec
 
 IMPORT_HINT = "run `make serve` (it imports the model first) or `python import_model.py`"
-
-
-@dataclass(frozen=True)
-class StoredModel:
-    """A model store entry that can be served: its ONNX file intact, its spec valid."""
-
-    model: Any  # bentoml.Model
-    spec: ModelSpec
-
-    @property
-    def tag(self) -> str:
-        return str(self.model.tag)
-
-    @property
-    def path(self) -> Path:
-        """The entry's directory."""
-        return Path(self.model.path)
-
-    @property
-    def onnx_path(self) -> Path:
-        return self.path / config.MODEL_FILE_NAME
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return dict(self.model.info.metadata)
 
 
 def file_sha256(path: Path) -> str:
@@ -74,13 +48,8 @@ def damage(model: Any) -> str | None:
     return None
 
 
-def stored_spec(model: Any) -> ModelSpec:
-    """The spec stored with a model store entry; SpecError when missing or not servable."""
-    return load_spec(Path(model.path))
-
-
-def check_stored_model(tag: str) -> StoredModel:
-    """The model and its spec; exits with one line saying what to run when either is unusable."""
+def check_stored_model(tag: str) -> None:
+    """Exit with one line saying what to run when the model or its spec is unusable."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -100,10 +69,9 @@ def check_stored_model(tag: str) -> StoredModel:
             f"{import_hint(name)}"
         )
     try:
-        spec = stored_spec(model)
+        load_spec(Path(model.path))
     except SpecError as error:
         raise SystemExit(
             f"dlops: the stored model {model.tag} cannot be served: its spec: {error}; import it "
             f"again: {import_hint(name)}"
         ) from None
-    return StoredModel(model, spec)

@@ -686,28 +686,26 @@ def _provenance_layer(
     )
 
 
+def _supported(props: dict[str, str], key: str, meanings: dict[str, Any]) -> Any:
+    """What the value of ``metadata_props[key]`` means; refused when dlops does not know it."""
+    value = props[key]
+    if value not in meanings:
+        raise ImportRefused(
+            f"metadata_props[{key!r}] is {value!r}, which dlops does not support "
+            f"(it supports {', '.join(meanings)})"
+        )
+    return meanings[value]
+
+
 def _metadata_layer(
     fields: _Fields, model: onnx.ModelProto, source: _Input, notes: list[str]
 ) -> None:
     props = {prop.key: prop.value for prop in model.metadata_props}
     if PIXEL_FORMAT_KEY in props:
-        value = props[PIXEL_FORMAT_KEY]
-        if value not in PIXEL_FORMATS:
-            raise ImportRefused(
-                f"metadata_props[{PIXEL_FORMAT_KEY!r}] is {value!r}, which dlops does not support "
-                f"(it supports {', '.join(PIXEL_FORMATS)})"
-            )
-        fields.set(
-            "preprocess.color", PIXEL_FORMATS[value], f"metadata_props[{PIXEL_FORMAT_KEY!r}]"
-        )
+        color = _supported(props, PIXEL_FORMAT_KEY, PIXEL_FORMATS)
+        fields.set("preprocess.color", color, f"metadata_props[{PIXEL_FORMAT_KEY!r}]")
     if PIXEL_RANGE_KEY in props:
-        value = props[PIXEL_RANGE_KEY]
-        if value not in PIXEL_RANGES:
-            raise ImportRefused(
-                f"metadata_props[{PIXEL_RANGE_KEY!r}] is {value!r}, which dlops does not support "
-                f"(it supports {', '.join(PIXEL_RANGES)})"
-            )
-        scale, mean, std = PIXEL_RANGES[value]
+        scale, mean, std = _supported(props, PIXEL_RANGE_KEY, PIXEL_RANGES)
         _set_normalisation(
             fields,
             source,

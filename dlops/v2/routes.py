@@ -333,14 +333,13 @@ def requested_outputs(request: InferenceRequest, model: ServedModel) -> list[Req
 # -- inference -------------------------------------------------------------------------------
 
 
-async def classify_files(core: Core, tensor: InputTensor) -> np.ndarray:
+async def classify_files(core: Core, files: list[bytes], sent_as_text: bool) -> np.ndarray:
     """Every file through the core, as /predict; the first bad file fails the request."""
-    files = tensor.elements()
     outcome = await core.classify_files(files, stop_at_first_error=True)
     if outcome.errors:
         index = min(outcome.errors)
         error = outcome.errors[index]
-        hint = TEXT_FILE_HINT if tensor.is_text else ""
+        hint = TEXT_FILE_HINT if sent_as_text else ""
         failure = ClientError(
             f"input '{FILES_INPUT}' element {index} (of {len(files)}): {error.message}{hint}",
             error.error_code,
@@ -387,10 +386,13 @@ async def answer_infer_request(request: Request) -> Response:
     )
     tensor = the_input(inference, model)
     outputs = requested_outputs(inference, model)
+    # Reading a tensor's values out of megabytes of JSON or base64 is off the loop, as the parse.
     if tensor.datatype == BYTES:
-        probabilities = await classify_files(core, tensor)
+        files = await core.off_loop_if_large(tensor.elements, len(body))
+        probabilities = await classify_files(core, files, tensor.is_text)
     else:
-        probabilities = await core.classify_tensor(model_batch(tensor))
+        batch = await core.off_loop_if_large(lambda: model_batch(tensor), len(body))
+        probabilities = await core.classify_tensor(batch)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
         header["id"] = inference.id
