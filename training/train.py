@@ -306,39 +306,64 @@ def make_reproducible(seed: int) -> None:
     torch.set_num_threads(1)
 
 
-def train(
-    model: ThreeClassifier, train_split: Split, val_split: Split, epochs: int, seed: int
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    negative_target: torch.Tensor,
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    validate: Callable[[nn.Module], str],
+    epochs: int,
+    seed: int,
 ) -> None:
-    images = torch.from_numpy(train_split.images)
-    labels = torch.from_numpy(train_split.is_three)
-    val_images = torch.from_numpy(val_split.images)
+    """The training loop both models share: each epoch a fresh distortion of every digit plus
+    fresh synthetic negatives (taught ``negative_target``), AdamW with a one-cycle schedule."""
     n_negatives = round(len(images) * NEGATIVE_SHARE)
     steps_per_epoch = math.ceil((len(images) + n_negatives) / BATCH_SIZE)
     optimiser = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=WEIGHT_DECAY)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=PEAK_LR, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
-    loss_fn = nn.BCEWithLogitsLoss()
+    negatives = negative_target.expand(n_negatives, *negative_target.shape)
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
-        # A fresh distortion of every digit and fresh negatives each epoch.
         epoch_images = torch.cat([augment(images, gen), synthetic_negatives(n_negatives, gen)])
-        epoch_labels = torch.cat([labels, torch.zeros(n_negatives)])
+        epoch_targets = torch.cat([targets, negatives])
         order = torch.randperm(len(epoch_images), generator=gen)
         model.train()
         total_loss = 0.0
         for batch in order.split(BATCH_SIZE):
-            loss = loss_fn(model(epoch_images[batch]).squeeze(1), epoch_labels[batch])
+            loss = loss_of(model(epoch_images[batch]), epoch_targets[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             total_loss += loss.item() * len(batch)
-        val = binary_metrics(val_split.is_three, predict_logits(model, val_images))
         print(
-            f"epoch {epoch:2d}  train loss {total_loss / len(epoch_images):.4f}  "
-            f"val f1 {val['f1']:.4f}  val auc {val['roc_auc']:.4f}"
+            f"epoch {epoch:2d}  train loss {total_loss / len(epoch_images):.4f}  {validate(model)}"
         )
+
+
+def train(
+    model: ThreeClassifier, train_split: Split, val_split: Split, epochs: int, seed: int
+) -> None:
+    val_images = torch.from_numpy(val_split.images)
+    bce = nn.BCEWithLogitsLoss()
+
+    def validate(trained: nn.Module) -> str:
+        val = binary_metrics(val_split.is_three, predict_logits(trained, val_images))
+        return f"val f1 {val['f1']:.4f}  val auc {val['roc_auc']:.4f}"
+
+    fit(
+        model,
+        torch.from_numpy(train_split.images),
+        torch.from_numpy(train_split.is_three),
+        torch.tensor(0.0),  # negatives are not 3s
+        lambda logits, labels: bce(logits.squeeze(1), labels),
+        validate,
+        epochs,
+        seed,
+    )
 
 
 # --- export ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ applies the softmax, so the graph must not.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -35,18 +34,13 @@ from torch import nn
 
 from training.data import Split
 from training.train import (
-    BATCH_SIZE,
     NEGATIVE_KINDS,
-    NEGATIVE_SHARE,
     NOISE_CHECK_PER_KIND,
     NOISE_CHECK_SEED_OFFSET,
-    PEAK_LR,
-    WEIGHT_DECAY,
     SmallCNN,
-    augment,
     export_onnx,
+    fit,
     start_run,
-    synthetic_negatives,
     to_uint8,
     training_parser,
 )
@@ -160,40 +154,26 @@ def noise_check(model: nn.Module, seed: int) -> dict[str, float]:
 def train(
     model: DigitClassifier, train_split: Split, val_split: Split, epochs: int, seed: int
 ) -> None:
-    images = torch.from_numpy(train_split.images)
-    targets = F.one_hot(torch.from_numpy(train_split.digits), N_CLASSES).to(torch.float32)
     val_images = torch.from_numpy(val_split.images)
-    n_negatives = round(len(images) * NEGATIVE_SHARE)
-    # There is no "not a digit" class, so pictures of nothing are taught a flat answer (0.1
-    # for every digit) instead: noise then gets a low top-class probability, which a caller
-    # can threshold, rather than landing confidently on whichever digit it resembles.
-    flat = torch.full((n_negatives, N_CLASSES), 1.0 / N_CLASSES)
-    steps_per_epoch = math.ceil((len(images) + n_negatives) / BATCH_SIZE)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=WEIGHT_DECAY)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=PEAK_LR, epochs=epochs, steps_per_epoch=steps_per_epoch
+
+    def validate(trained: nn.Module) -> str:
+        val = multiclass_metrics(val_split.digits, predict_logits(trained, val_images))
+        return f"val accuracy {val['accuracy']:.4f}  val log loss {val['log_loss']:.4f}"
+
+    # There is no "not a digit" class, so pictures of nothing are taught a flat answer (0.1 for
+    # every digit) instead: noise then gets a low top-class probability, which a caller can
+    # threshold, rather than landing confidently on whichever digit it resembles. cross_entropy
+    # takes class probabilities as targets: one-hot digits, flat noise.
+    fit(
+        model,
+        torch.from_numpy(train_split.images),
+        F.one_hot(torch.from_numpy(train_split.digits), N_CLASSES).to(torch.float32),
+        torch.full((N_CLASSES,), 1.0 / N_CLASSES),
+        F.cross_entropy,
+        validate,
+        epochs,
+        seed,
     )
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        # A fresh distortion of every digit and fresh negatives each epoch, as for the 3s.
-        epoch_images = torch.cat([augment(images, gen), synthetic_negatives(n_negatives, gen)])
-        epoch_targets = torch.cat([targets, flat])
-        order = torch.randperm(len(epoch_images), generator=gen)
-        model.train()
-        total_loss = 0.0
-        for batch in order.split(BATCH_SIZE):
-            # cross_entropy takes class probabilities as targets: one-hot digits, flat noise.
-            loss = F.cross_entropy(model(epoch_images[batch]), epoch_targets[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total_loss += loss.item() * len(batch)
-        val = multiclass_metrics(val_split.digits, predict_logits(model, val_images))
-        print(
-            f"epoch {epoch:2d}  train loss {total_loss / len(epoch_images):.4f}  "
-            f"val accuracy {val['accuracy']:.4f}  val log loss {val['log_loss']:.4f}"
-        )
 
 
 # --- export ---------------------------------------------------------------------------
