@@ -76,13 +76,7 @@ class ImageClassifier:
         self.loader = BackgroundLoader(
             lambda: Classifier(path / config.MODEL_FILE_NAME, self.spec, config.INTRA_OP_THREADS)
         )
-        self.core = Core(
-            self.spec,
-            self.loader,
-            prediction_metrics(),
-            max_pixels=config.MAX_IMAGE_PIXELS,
-            model_wait_seconds=config.MODEL_WAIT_SECONDS,
-        )
+        self.core = Core(self.spec, self.loader, prediction_metrics(), config.core_limits())
 
     def __is_ready__(self) -> bool:
         return self.loader.is_ready

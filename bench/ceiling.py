@@ -62,7 +62,7 @@ class Pipeline:
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Upload bytes -> one example of the input tensor, as the core's ``prepare`` does."""
-        return self.preprocessor(decode_image(data, max_pixels=config.MAX_IMAGE_PIXELS))
+        return self.preprocessor(decode_image(data))
 
     def infer(self, batch: np.ndarray) -> list[dict[str, Any]]:
         """One model call, then the probabilities and the answers the routes send."""

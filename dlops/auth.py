@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from dlops import config
-from dlops.errors import send_json
+from dlops.errors import printable, send_json
 from dlops.metrics import prediction_metrics
 
 logger = logging.getLogger(config.LOGGER_NAME)
@@ -78,7 +78,9 @@ class ApiKeyGate:
             message = f"{scope['path']} needs an API key: {HOW_TO_AUTHENTICATE}"
         else:
             message = f"the API key sent is not valid for {scope['path']}: {HOW_TO_AUTHENTICATE}"
-        logger.info("%s %s: client error 401: no valid API key", scope["method"], scope["path"])
+        logger.info(
+            "%s %s: client error 401: no valid API key", scope["method"], printable(scope["path"])
+        )
         prediction_metrics().failed("unauthorized")
         await send_json(
             send, 401, {"error": message}, [(b"www-authenticate", b'Bearer realm="dlops"')]

@@ -12,7 +12,20 @@ from pathlib import Path
 from typing import Any
 
 # The releases these reach-ins were written and checked against.
-WRITTEN_FOR = {"bentoml": "1.4.40", "prometheus-client": "0.26.0"}
+WRITTEN_FOR = {"bentoml": "1.4.40", "prometheus-client": "0.26.0", "uvicorn": "0.54.0"}
+# The parts of uvicorn's httptools protocol that dlops/http_guard.py's subclass extends.
+HTTPTOOLS_PROTOCOL_HOOKS = (
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "on_response_complete",
+)
 
 
 class LibraryMoved(RuntimeError):
@@ -68,3 +81,23 @@ def bentoml_home() -> Path:
         return Path(BentoMLContainer.bentoml_home.get())
     except (ImportError, AttributeError):
         raise LibraryMoved("bentoml", "BentoMLContainer.bentoml_home") from None
+
+
+def use_uvicorn_http_protocol(import_path: str) -> None:
+    """Make uvicorn's ``http="auto"`` (what BentoML's worker asks for) and ``"httptools"`` mean
+    the protocol class at ``import_path`` ("module:Class"), a subclass of uvicorn's own.
+
+    BentoML builds the worker's ``uvicorn.Config`` itself and offers no way to pass a class;
+    uvicorn looks the name up in ``uvicorn.config.HTTP_PROTOCOLS`` when the config loads, after
+    the service's ``to_asgi`` has run.
+    """
+    import uvicorn.config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    protocols = getattr(uvicorn.config, "HTTP_PROTOCOLS", None)
+    if not isinstance(protocols, dict) or not {"auto", "httptools"} <= protocols.keys():
+        raise LibraryMoved("uvicorn", "uvicorn.config.HTTP_PROTOCOLS with 'auto' and 'httptools'")
+    missing = [hook for hook in HTTPTOOLS_PROTOCOL_HOOKS if not hasattr(HttpToolsProtocol, hook)]
+    if missing:
+        raise LibraryMoved("uvicorn", f"HttpToolsProtocol.{missing[0]}")
+    protocols["auto"] = protocols["httptools"] = import_path

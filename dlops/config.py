@@ -7,6 +7,7 @@ stops start-up with a message naming the variable, instead of surfacing later as
 from __future__ import annotations
 
 import os
+from typing import Any
 
 MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model store entry
 DEFAULT_MODEL_NAME = "binary_classifier_3"
@@ -35,11 +36,27 @@ MODEL_TAG = f"{MODEL_NAME}:latest"
 MAX_BODY_BYTES = _positive_int("DLOPS_MAX_BODY_BYTES", 10 * 1024 * 1024)
 # /predict_batch takes at most this many images per request.
 MAX_BATCH_IMAGES = _positive_int("DLOPS_MAX_BATCH_IMAGES", 64)
-# Decoded images with more pixels than this are refused with 413 (decompression bombs).
-MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 40_000_000)
+# Images that declare more pixels than this are refused with 413 before decoding (a 48 MP
+# phone photo's JPEG passes: it is decoded at 1/8 scale).
+MAX_IMAGE_PIXELS = _positive_int("DLOPS_MAX_IMAGE_PIXELS", 50_000_000)
+# The pixels all the images of one request may declare together (413 for the images beyond).
+MAX_REQUEST_PIXELS = _positive_int("DLOPS_MAX_REQUEST_PIXELS", 100_000_000)
+# The resident memory (MiB) one worker may reach. Heavy work (decoding large images, parsing
+# large tensors) shares what the loaded model leaves of it, and waits for room; work that alone
+# needs more is refused with 413. The default keeps a one-worker tree (the arbiter takes ~100
+# MiB) inside a 512 MB Heroku dyno.
+MAX_WORKER_MEMORY_MIB = _positive_int("DLOPS_MAX_WORKER_MEMORY", 384)
+# Request bodies held at once by a worker, counted as they arrive: two uploads of the largest
+# size. Each is held up to three times over while it is read and split (chunks, joined, parts).
+BODY_ALLOWANCE_BYTES = 2 * MAX_BODY_BYTES
+BODY_MEMORY_BYTES = 3 * BODY_ALLOWANCE_BYTES
+# Threads per worker for work that does not run on the event loop (decoding large images,
+# running a large model): one per core. Abandoned work keeps its thread until it stops, so these
+# also bound the CPU that timed-out requests can still use.
+WORK_THREADS = _positive_int("DLOPS_WORK_THREADS", len(os.sched_getaffinity(0)))
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
-# client's error ours and readable instead of the router's H12 page. On the prediction routes it
-# bounds the upload (408 after it); BentoML applies it to its own routes.
+# client's error ours and readable instead of the router's H12 page. Every route answers within
+# it: 408 if the body is still arriving, 503 if the server was too busy (dlops/deadline.py).
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
 # memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
@@ -65,3 +82,36 @@ API_KEY = os.environ.get("API_KEY", "").strip() or None
 # Our log lines go through BentoML's server logging (its format, its handlers), which is
 # configured for the "bentoml" logger tree only.
 LOGGER_NAME = "bentoml.dlops"
+# HTTP limits per worker (dlops/http_guard.py): request line and headers, header count, the time
+# a connection may take to send a request's head (or sit idle), and open connections.
+MAX_HEAD_BYTES = _positive_int("DLOPS_MAX_HEADER_BYTES", 32 * 1024)
+MAX_HEADERS = _positive_int("DLOPS_MAX_HEADERS", 100)
+HEAD_TIMEOUT_SECONDS = _positive_int("DLOPS_HEADER_TIMEOUT_SECONDS", 10)
+MAX_CONNECTIONS = _positive_int("DLOPS_MAX_CONNECTIONS", 256)
+
+
+def core_limits() -> Any:
+    """The request core's limits (dlops/core.py) from the settings above."""
+    from dlops.core import CoreLimits
+    from dlops.decode import DecodeLimits
+
+    return CoreLimits(
+        decode=DecodeLimits(max_pixels=MAX_IMAGE_PIXELS),
+        max_request_pixels=MAX_REQUEST_PIXELS,
+        max_worker_memory=MAX_WORKER_MEMORY_MIB * 1024 * 1024,
+        body_memory=BODY_MEMORY_BYTES,
+        work_threads=WORK_THREADS,
+        model_wait_seconds=MODEL_WAIT_SECONDS,
+    )
+
+
+def http_limits() -> Any:
+    """The HTTP limits (dlops/http_guard.py) from the settings above."""
+    from dlops.http_guard import HttpLimits
+
+    return HttpLimits(
+        max_head_bytes=MAX_HEAD_BYTES,
+        max_headers=MAX_HEADERS,
+        head_timeout=HEAD_TIMEOUT_SECONDS,
+        max_connections=MAX_CONNECTIONS,
+    )

@@ -2,45 +2,86 @@
 
 ``/predict``, ``/predict_batch`` (dlops/direct_route.py) and ``/v2`` (dlops/v2/) are thin adapters
 over :class:`Core`: it waits for the model off the event loop, decodes and preprocesses by the
-model's spec, runs the model, postprocesses and counts the metrics. Small uploads for a small
-model (as measured at warm-up) are answered on the event loop (a thread hand-off costs more
-than the work); anything heavier runs on a worker thread, large uploads one at a time per
-worker.
+model's spec, runs the model, postprocesses and counts the metrics.
+
+Where the work runs follows from what it will cost, known before it starts: small images
+(declared in their headers) for a small model are answered on the event loop, where a thread
+hand-off would cost more than the work; everything else runs on the core's worker threads, and
+each image reserves the memory its decode will take from the worker's budget first. A request
+abandoned at its deadline stops at its next image, and its thread stays taken until the work in
+hand really ends, so abandoned work never runs beyond the threads' number.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import numpy as np
+from PIL import Image
 
-from dlops.decode import ImageError, decode_image
+from dlops.decode import (
+    DecodeLimits,
+    ImageError,
+    decode_cost,
+    load_reduced,
+    open_image,
+    reduced_size,
+)
 from dlops.errors import ClientError
 from dlops.inference import BackgroundLoader
+from dlops.memory import MIB, Abandoned, Allocator, MemoryBudget, OverBudget, resident_bytes
 from dlops.metrics import PredictionMetrics, error_kind
 from dlops.postprocess import Postprocessor
 from dlops.preprocess import Preprocessor
 from dlops.spec import ModelSpec
 
 T = TypeVar("T")
-# Uploads up to this size are decoded on the event loop when the model is small: a digit PNG is
-# a few hundred bytes and costs less to decode than a hand-off to a thread.
-INLINE_MAX_BYTES = 256 * 1024
-# A model that costs at most this per image (the digit models cost far less) runs on the
-# event loop for small uploads; slower ones (a 224 x 224 CNN takes milliseconds) on a thread,
-# so that no request holds the loop, and the health probes behind it, for long.
+# The event loop answers a request itself only when all of this holds: the model costs at most
+# INLINE_MAX_INFER_SECONDS an image (the digit models cost far less, a 224 x 224 CNN
+# milliseconds), the upload is at most INLINE_MAX_BYTES (so that even reading its headers is
+# cheap) and every image declares at most INLINE_MAX_PIXELS in a format that decodes in one pass.
 INLINE_MAX_INFER_SECONDS = 0.0005
+INLINE_MAX_BYTES = 64 * 1024
+INLINE_MAX_PIXELS = 256 * 256
+INLINE_FORMATS = ("PNG", "GIF", "BMP", "JPEG")
+# Work this small runs without a reservation: it fits in any budget's slack.
+UNRESERVED_BYTES = 4 * MIB
+# After work that held this much, freed memory is handed back to the system at once.
+TRIM_AFTER_BYTES = 16 * MIB
+# Parsing a JSON body can take this many bytes per byte of it (a list of one-digit floats).
+PARSE_BYTES_PER_BODY_BYTE = 16
+# The budget never drops below this, however much the worker holds at rest.
+MIN_BUDGET_BYTES = 64 * MIB
 # Each call's weight in the moving average of the model's cost per image.
 COST_AVERAGE_WEIGHT = 0.05
 # Predictions are counted by label when a model has at most this many classes; beyond it, by
 # ranges of class indices, so that 1,000 ImageNet labels do not make 1,000 time series.
 MAX_LABELLED_CLASSES = 50
 CLASS_RANGES = 10
+NEVER = threading.Event()  # the abandoned flag of work that runs on the event loop
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    """What one request may cost the worker; the defaults suit tests, config.py sets serving's."""
+
+    decode: DecodeLimits = field(default_factory=DecodeLimits)
+    # Pixels all the images of one request may declare together (decoding time grows with them).
+    max_request_pixels: int = 80_000_000
+    # The resident memory the worker may reach; heavy work shares what the model leaves of it.
+    max_worker_memory: int = 1024 * MIB
+    # Kept out of the heavy work's budget: request bodies held while they are read and split.
+    body_memory: int = 0
+    work_threads: int = 2
+    model_wait_seconds: float = 5.0
 
 
 @dataclass
@@ -61,31 +102,27 @@ class Core:
         spec: ModelSpec,
         loader: BackgroundLoader,
         metrics: PredictionMetrics,
-        max_pixels: int,
-        model_wait_seconds: float,
+        limits: CoreLimits | None = None,
     ) -> None:
         self.spec = spec
         self.loader = loader
         self.metrics = metrics
-        self.max_pixels = max_pixels
-        self.model_wait_seconds = model_wait_seconds
+        self.limits = limits or CoreLimits()
         self.preprocessor = Preprocessor(spec)
         self.postprocessor = Postprocessor(spec.postprocess)
-        self._large_upload_slots: anyio.CapacityLimiter | None = None
+        self._threads = ThreadPoolExecutor(self.limits.work_threads, "dlops-work")
+        self._budget: MemoryBudget | None = None  # sized once the model has loaded
+        self._allocator = Allocator()
+        self._allocator.map_large_blocks()
         self._typical_seconds: float | None = None  # per image; see _seconds_per_image
         classes = spec.postprocess.classes
         self._class_range = -(-classes // CLASS_RANGES)  # ceil
 
     # -- running the work where it belongs --------------------------------------------------
 
-    async def _run(self, work: Callable[[], T], upload_bytes: int) -> T:
+    async def _model_ready(self) -> None:
         if not self.loader.is_ready:  # checked first: awaiting costs µs on every request
-            await self.loader.wait(self.model_wait_seconds)  # ModelNotReady after the wait
-        if upload_bytes > INLINE_MAX_BYTES:
-            return await self.off_loop_if_large(work, upload_bytes)
-        if self._seconds_per_image() > INLINE_MAX_INFER_SECONDS:
-            return await anyio.to_thread.run_sync(work)
-        return work()
+            await self.loader.wait(self.limits.model_wait_seconds)  # ModelNotReady after it
 
     def _seconds_per_image(self) -> float:
         """What the model costs an image: the warm-up's figure, then a moving average of the
@@ -95,20 +132,65 @@ class Core:
             self._typical_seconds = self.loader.seconds_per_image
         return self._typical_seconds
 
-    async def off_loop_if_large(self, work: Callable[[], T], upload_bytes: int) -> T:
-        """``work()`` inline for a small upload; on a thread for a large one, one at a time.
+    def _model_is_small(self) -> bool:
+        return self._seconds_per_image() <= INLINE_MAX_INFER_SECONDS
 
-        Also for the adapters' own parsing of large bodies (a 10 MB JSON tensor, say).
+    async def _off_loop(self, work: Callable[[threading.Event], T]) -> T:
+        """``work(abandoned)`` on a worker thread; ``abandoned`` is set if the caller gives up.
+
+        A cancelled caller returns at once; work not yet started never starts, and work under way
+        keeps its thread until it stops (at its next image, or when it ends).
         """
-        if upload_bytes <= INLINE_MAX_BYTES:
-            return work()
-        # A 40 MP photo needs hundreds of MB while it is decoded: one at a time per worker.
-        return await anyio.to_thread.run_sync(work, limiter=self._large_upload_limiter())
+        abandoned = threading.Event()
+        future = self._threads.submit(work, abandoned)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
 
-    def _large_upload_limiter(self) -> anyio.CapacityLimiter:
-        if self._large_upload_slots is None:  # created lazily: it belongs to the running loop
-            self._large_upload_slots = anyio.CapacityLimiter(1)
-        return self._large_upload_slots
+    async def parse_off_loop_if_large(self, parse: Callable[[], T], body_bytes: int) -> T:
+        """``parse()`` of a request body: inline when small, else on a thread within budget.
+
+        For the adapters' own parsing of large bodies (a 10 MB JSON tensor, say).
+        """
+        if body_bytes <= INLINE_MAX_BYTES:
+            return parse()
+
+        def parse_within_budget(abandoned: threading.Event) -> T:
+            with self._reserved(body_bytes * PARSE_BYTES_PER_BODY_BYTE, abandoned, "this body"):
+                return parse()
+
+        return await self._off_loop(parse_within_budget)
+
+    @contextmanager
+    def _reserved(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
+        """Hold ``amount`` bytes of the budget for the block; small work holds nothing."""
+        if amount <= UNRESERVED_BYTES:
+            yield
+            return
+        budget = self._memory_budget()
+        try:
+            with budget.hold(amount, abandoned):
+                yield
+        except OverBudget as error:
+            raise ClientError(
+                f"{what} needs about {error.needed / MIB:,.0f} MiB to process, more than the "
+                f"{error.total / MIB:,.0f} MiB this server may use for one request's work "
+                "(DLOPS_MAX_WORKER_MEMORY); send a smaller picture",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                kind="over_memory_budget",
+            ) from None
+        finally:
+            if amount >= TRIM_AFTER_BYTES:
+                self._allocator.trim()
+
+    def _memory_budget(self) -> MemoryBudget:
+        """What the worker may add to what it holds with the model loaded (measured once)."""
+        if self._budget is None:
+            spare = self.limits.max_worker_memory - resident_bytes() - self.limits.body_memory
+            self._budget = MemoryBudget(max(spare, MIN_BUDGET_BYTES))
+        return self._budget
 
     # -- the adapters' entry points -----------------------------------------------------------
 
@@ -120,36 +202,105 @@ class Core:
         ``stop_at_first_error``: for protocols where one bad file fails the whole request, the
         rest is neither decoded nor classified (nor counted).
         """
-        return await self._run(
-            lambda: self._classify_files(files, stop_at_first_error), sum(map(len, files))
+        await self._model_ready()
+        opened = self._opened_if_cheap(files)
+        if opened is not None:
+            return self._classify_files(files, opened, stop_at_first_error, NEVER)
+        return await self._off_loop(
+            lambda abandoned: self._classify_files(files, None, stop_at_first_error, abandoned)
         )
 
     async def classify_tensor(self, batch: np.ndarray) -> np.ndarray:
         """A batch already in the input's dtype and shape, fed as it is -> probabilities."""
-        outcome = await self._run(lambda: self._infer(batch, list(range(len(batch)))), batch.nbytes)
+        await self._model_ready()
+        items = list(range(len(batch)))
+        if self._model_is_small() and batch.nbytes <= INLINE_MAX_BYTES:
+            return self._infer(batch, items).probabilities
+        outcome = await self._off_loop(lambda abandoned: self._infer(batch, items))
         return outcome.probabilities
 
     # -- the work -----------------------------------------------------------------------------
 
-    def prepare(self, file: bytes) -> np.ndarray:
-        """One encoded image -> one example of the input tensor; a bad image is a ClientError."""
-        started = time.perf_counter()
+    def _opened_if_cheap(self, files: list[bytes]) -> list[Image.Image | ClientError] | None:
+        """Every file's header, read on the event loop, when all of them are cheap to decode
+        there; None when any is not (or the model is not small), so all go to a thread."""
+        if not self._model_is_small() or sum(map(len, files)) > INLINE_MAX_BYTES:
+            return None
+        opened: list[Image.Image | ClientError] = []
+        for file in files:
+            try:
+                image = self.open(file)
+            except ClientError as error:
+                opened.append(error)
+                continue
+            if (
+                image.width * image.height > INLINE_MAX_PIXELS
+                or image.format not in INLINE_FORMATS
+                or image.info.get("progressive")
+            ):
+                return None
+            opened.append(image)
+        return opened
+
+    def open(self, file: bytes) -> Image.Image:
+        """The image's header, checked against the limits; a refusal is a ClientError."""
         try:
-            image = decode_image(file, max_pixels=self.max_pixels)
-            decoded_at = time.perf_counter()
-            example = self.preprocessor(image)
+            return open_image(file, self.limits.decode)
         except ImageError as error:
-            raise ClientError(str(error), error.status, kind=error_kind(error)) from None
+            raise _client_error(error) from None
+
+    def prepare(
+        self, file: bytes, image: Image.Image | None = None, abandoned: threading.Event = NEVER
+    ) -> np.ndarray:
+        """One encoded image -> one example of the input tensor; a bad image is a ClientError.
+
+        ``image``: the file already opened (its header read).
+        """
+        started = time.perf_counter()
+        image = image or self.open(file)
+        reduction = self.preprocessor.reduction(*image.size)
+        working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
+        cost = decode_cost(image, reduction) + working
+        try:
+            with self._reserved(cost, abandoned, "this image"):
+                decoded = load_reduced(image, reduction)
+                decoded_at = time.perf_counter()
+                example = self.preprocessor(decoded)
+        except ImageError as error:
+            raise _client_error(error) from None
         self.metrics.prepared(decoded_at - started, time.perf_counter() - decoded_at)
         return example
 
-    def _classify_files(self, files: list[bytes], stop_at_first_error: bool) -> Outcome:
+    def _classify_files(
+        self,
+        files: list[bytes],
+        opened: list[Image.Image | ClientError] | None,
+        stop_at_first_error: bool,
+        abandoned: threading.Event,
+    ) -> Outcome:
         examples: list[np.ndarray] = []
         readable: list[int] = []
         errors: dict[int, ClientError] = {}
+        pixels_left = self.limits.max_request_pixels
         for index, file in enumerate(files):
+            if abandoned.is_set():
+                raise Abandoned()
+            header = opened[index] if opened is not None else None
             try:
-                examples.append(self.prepare(file))
+                if isinstance(header, ClientError):
+                    raise header
+                header = header or self.open(file)
+                pixels = header.width * header.height
+                if pixels > pixels_left:
+                    raise ClientError(
+                        "the images of this request add up to more than "
+                        f"{self.limits.max_request_pixels:,} pixels; send the rest in another "
+                        "request",
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        kind="over_request_pixels",
+                    )
+                pixels_left -= pixels
+                examples.append(self.prepare(file, header, abandoned))
                 readable.append(index)
             except ClientError as error:
                 self.metrics.failed(error.kind)
@@ -166,7 +317,7 @@ class Core:
         return outcome
 
     def _infer(self, batch: np.ndarray, items: list[int]) -> Outcome:
-        classifier = self.loader.get(timeout=0)  # loaded: _run waited for it
+        classifier = self.loader.get(timeout=0)  # loaded: the entry points waited for it
         started = time.perf_counter()
         probabilities = self.postprocessor.probabilities(classifier.run(batch))
         seconds = time.perf_counter() - started
@@ -216,3 +367,7 @@ class Core:
         first = index // self._class_range * self._class_range
         last = min(first + self._class_range, classes) - 1
         return f"classes {first}-{last}"
+
+
+def _client_error(error: ImageError) -> ClientError:
+    return ClientError(str(error), error.status, kind=error_kind(error))

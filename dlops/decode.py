@@ -1,5 +1,11 @@
 """Upload bytes to a decoded, upright ``PIL.Image``: the one place that opens untrusted images.
 
+Decoding is split so that its cost is known before it is paid: :func:`open_image` reads only the
+header and refuses, from it and a cheap scan, what cannot be decoded within the limits (pixel
+count, aspect ratio, progressive JPEG scans, PNG text); :func:`decode_cost` says how much memory
+the decode will take; :func:`load_reduced` decodes no more pixels than the preprocessing needs
+(a JPEG at 1/2 to 1/8 scale for free, other formats reduced before any float array exists).
+
 Every failure caused by the upload raises an ``ImageError`` subclass whose ``status`` is the HTTP
 status to answer with and whose message says what was wrong and what is expected. No serving
 framework here, so it is tested on its own.
@@ -9,8 +15,11 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, PngImagePlugin
 
 DEFAULT_MAX_PIXELS = 40_000_000
 # EPS and friends are left out on purpose: Pillow hands them to Ghostscript, which has no business
@@ -18,6 +27,45 @@ DEFAULT_MAX_PIXELS = 40_000_000
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 EXPECTED_UPLOAD = "expected a PNG, JPEG, GIF, BMP, WebP or TIFF image"
 EXIF_INFO_KEYS = {"exif", "Raw profile type exif"}
+# PNG text chunks (tEXt, zTXt, iTXt) are metadata the model never sees; Pillow decompresses them
+# while it reads the header, up to 64 MiB by default. One MiB in all is more than any real image
+# carries (an ICC profile, which Pillow limits per chunk, is not text).
+MAX_PNG_TEXT_BYTES = 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_TEXT_BYTES
+# Start-of-scan markers: a baseline JPEG has one per colour component at most, a progressive one
+# about ten. Each scan passes over every coefficient of the image, so hundreds of them make a
+# small file cost seconds; libjpeg-turbo's own tools refuse more than a few hundred.
+JPEG_START_OF_SCAN = b"\xff\xda"
+# Bytes per pixel of Pillow's storage: one for 1-bit, grey and palette images, four for the rest
+# (RGB is stored as RGBX); 16-bit and float modes take two or four.
+ONE_BYTE_MODES = ("1", "L", "P")
+# libjpeg keeps the whole image's DCT coefficients (2 bytes each, every component) while it
+# decodes a progressive JPEG, whatever the output scale.
+COEFFICIENT_BYTES = 2
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What an upload may declare before it is refused, without decoding it."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    # Longer side over shorter side: panoramas and long receipts stay far below this, a strip of
+    # one pixel by millions (a way to pass a pixel limit with an absurd shape) does not.
+    max_aspect_ratio: int = 100
+    max_jpeg_scans: int = 100
+
+
+DEFAULT_LIMITS = DecodeLimits()
 
 
 class ImageError(ValueError):
@@ -33,34 +81,154 @@ class NotAnImageError(ImageError):
 
 
 class ImageTooLargeError(ImageError):
-    """More pixels than allowed: rejected from the header, before any pixel is decoded."""
+    """More pixels (or decoding memory) than allowed: refused before any pixel is decoded."""
 
     status = 413
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode frame 0 of an upload, upright (EXIF orientation applied), after a pixel-count check.
+class ImageRefusedError(ImageError):
+    """A structure that would make decoding cost far more than the picture is worth."""
 
-    Raises NotAnImageError for anything that is not a readable image and ImageTooLargeError when
-    the header declares more than ``max_pixels`` pixels; no other exception escapes for any bytes.
+    status = 400
+
+
+def no_reduction(width: int, height: int) -> int:
+    return 1
+
+
+def decode_image(
+    data: bytes,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    reduction: Callable[[int, int], int] = no_reduction,
+) -> Image.Image:
+    """Decode frame 0 of an upload, upright (EXIF orientation applied), within ``limits``.
+
+    ``reduction(width, height)`` is the integer factor by which the preprocessing lets the image
+    shrink before it sees it (1: full size). Raises only ``ImageError`` subclasses, for any bytes.
     """
+    image = open_image(data, limits)
+    return load_reduced(image, reduction(*image.size))
+
+
+def open_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Image:
+    """The image with its header read and checked against ``limits``, no pixel decoded."""
     if not data:
         raise NotAnImageError(f"the upload is empty (0 bytes); {EXPECTED_UPLOAD}")
-    try:
-        # Image.open only parses the header, so the size check below runs before any decoding.
+    with _image_errors(data, limits):
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"the image is {width}x{height} = {width * height:,} pixels, more than the limit "
-                f"of {max_pixels:,} pixels; send a smaller picture"
-            )
-        image.load()
+        _check_shape(*image.size, limits)
+        if image.format == "JPEG" and image.info.get("progressive"):
+            scans = data.count(JPEG_START_OF_SCAN)
+            if scans > limits.max_jpeg_scans:
+                raise ImageRefusedError(
+                    f"the progressive JPEG has {scans:,} scans; at most {limits.max_jpeg_scans} "
+                    "are decoded (an ordinary progressive JPEG has about 10): send it as a "
+                    "baseline JPEG or a PNG"
+                )
+    return image
+
+
+def _check_shape(width: int, height: int, limits: DecodeLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"the image is {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {limits.max_pixels:,} pixels; send a smaller picture"
+        )
+    if max(width, height) > limits.max_aspect_ratio * max(min(width, height), 1):
+        raise ImageRefusedError(
+            f"the image is {width}x{height} pixels, an aspect ratio beyond "
+            f"{limits.max_aspect_ratio}:1; send a picture whose longer side is at most "
+            f"{limits.max_aspect_ratio} times its shorter side"
+        )
+
+
+def decode_cost(image: Image.Image, reduction: int) -> int:
+    """An upper bound of the memory (bytes) that ``load_reduced(image, reduction)`` takes."""
+    width, height = image.size
+    if image.format == "JPEG":
+        scale = _jpeg_scale(width, height, reduction)
+        decoded = -(-width // scale) * -(-height // scale) * _pixel_bytes(image.mode)
+        if image.info.get("progressive"):
+            decoded += width * height * len(image.getbands()) * COEFFICIENT_BYTES
+        return decoded
+    # Other formats decode at full size; reduce() then makes a copy 1/reduction² as large, from
+    # a converted copy for the modes it cannot average.
+    full = width * height * _pixel_bytes(image.mode)
+    if reduction == 1:
+        return full
+    converted = _reducible_mode(image)
+    if converted is not None:
+        full += width * height * _pixel_bytes(converted)
+    return full + full // (reduction * reduction)
+
+
+def reduced_size(width: int, height: int, reduction: int) -> tuple[int, int]:
+    """The size ``load_reduced`` gives an image of ``width`` x ``height`` (before uprighting)."""
+    return -(-width // reduction), -(-height // reduction)
+
+
+def _pixel_bytes(mode: str) -> int:
+    if mode in ONE_BYTE_MODES:
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _reducible_mode(image: Image.Image) -> str | None:
+    """The mode to convert to before ``Image.reduce`` averages pixels (None: as it is)."""
+    if image.mode == "1":
+        return "L"
+    if image.mode in ("P", "PA"):  # averaging palette indices would mix unrelated colours
+        return "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
+    if image.mode.startswith("I;16"):
+        return "I"
+    return None
+
+
+def _jpeg_scale(width: int, height: int, reduction: int) -> int:
+    """The scale (1, 2, 4 or 8) that ``Image.draft`` picks for :func:`_jpeg_draft_size`."""
+    draft_width, draft_height = _jpeg_draft_size(width, height, reduction)
+    fits = min(width // draft_width, height // draft_height)
+    return next(scale for scale in (8, 4, 2, 1) if fits >= scale)
+
+
+def _jpeg_draft_size(width: int, height: int, reduction: int) -> tuple[int, int]:
+    return max(1, width // reduction), max(1, height // reduction)
+
+
+def load_reduced(image: Image.Image, reduction: int) -> Image.Image:
+    """Decode ``image`` shrunk by up to ``reduction`` (an integer factor), then upright it."""
+    with _image_errors(None, DEFAULT_LIMITS):
         # Orientation lives in EXIF (JPEG, WebP, PNG's eXIf chunk or its older text form) or in
-        # TIFF's own tags; skipping the EXIF parse for uploads that carry none saves a tenth of
-        # the work of a small request.
+        # TIFF's own tags, read before reduce() makes a copy without them; skipping the EXIF
+        # parse for uploads that carry none saves a tenth of the work of a small request.
+        orientation = 1
         if EXIF_INFO_KEYS & image.info.keys() or image.format == "TIFF":
-            ImageOps.exif_transpose(image, in_place=True)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        remaining = reduction
+        if image.format == "JPEG" and reduction > 1:
+            width, height = image.size
+            scale = _jpeg_scale(width, height, reduction)
+            image.draft(None, _jpeg_draft_size(width, height, reduction))
+            remaining = reduction // scale
+        image.load()
+        if remaining > 1:
+            # A box filter over whole blocks of pixels: cheap, and the preprocessing's own
+            # resize still has at least twice the pixels it keeps (Preprocessor.reduction).
+            mode, converted = image.mode, _reducible_mode(image)
+            image = (image if converted is None else image.convert(converted)).reduce(remaining)
+            if mode.startswith("I;16"):
+                image = image.convert(mode)
+        transpose = EXIF_TRANSPOSE.get(orientation)
+        if transpose is not None:
+            image = image.transpose(transpose)
+    return image
+
+
+@contextmanager
+def _image_errors(data: bytes | None, limits: DecodeLimits) -> Iterator[None]:
+    """Pillow's many exceptions for hostile or damaged bytes, as ``ImageError``s."""
+    try:
+        yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -69,19 +237,30 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         declared = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
         raise ImageTooLargeError(
-            f"the image has {size}, more than the limit of {max_pixels:,} pixels; send a "
+            f"the image has {size}, more than the limit of {limits.max_pixels:,} pixels; send a "
             "smaller picture"
         ) from error
     except Image.UnidentifiedImageError as error:
+        size = f" ({len(data):,} bytes)" if data is not None else ""
         raise NotAnImageError(
-            f"the upload ({len(data):,} bytes) is not an image in a format this service reads; "
-            f"{EXPECTED_UPLOAD}"
+            f"the upload{size} is not an image in a format this service reads; {EXPECTED_UPLOAD}"
+        ) from error
+    except ValueError as error:
+        if "MAX_TEXT" not in str(error):
+            raise _damaged() from error
+        raise ImageRefusedError(
+            f"the PNG carries more than {MAX_PNG_TEXT_BYTES // 1024:,} KiB of metadata in text "
+            "(tEXt, zTXt, iTXt) or ICC-profile chunks, which the model never sees; send the "
+            "image without it"
         ) from error
     except Exception as error:
         # Pillow's format parsers raise whatever the hostile or damaged byte stream provokes
         # (OSError, SyntaxError, EOFError, struct.error, IndexError, ...): to the client all of
         # these mean the same thing.
-        raise NotAnImageError(
-            f"the image data is damaged or truncated and cannot be decoded; {EXPECTED_UPLOAD}"
-        ) from error
-    return image
+        raise _damaged() from error
+
+
+def _damaged() -> NotAnImageError:
+    return NotAnImageError(
+        f"the image data is damaged or truncated and cannot be decoded; {EXPECTED_UPLOAD}"
+    )

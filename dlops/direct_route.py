@@ -15,7 +15,6 @@ BentoML's own app, unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -29,11 +28,12 @@ from starlette.requests import Request
 
 from dlops import config
 from dlops.auth import ApiKeyGate
+from dlops.deadline import BodyAllowance, RequestDeadline, remove_bentoml_timeout
 from dlops.drain import GracefulDrain
-from dlops.errors import ClientError
+from dlops.errors import ClientError, printable
+from dlops.http_guard import install as install_http_limits
 from dlops.inference import ModelNotReady
 from dlops.metrics import FlushBeforeScrape, prediction_metrics, route_metrics
-from dlops.request_timeout import replace_bentoml_timeout
 from dlops.upload import requested_top_k
 
 logger = logging.getLogger(config.LOGGER_NAME)
@@ -74,16 +74,21 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         return inspect.getdoc(self.inner) or super().doc
 
     def to_asgi(self, is_main: bool = True) -> Any:
+        install_http_limits(config.http_limits())  # uvicorn's protocol: before its config loads
         app = super().to_asgi(is_main)
-        replace_bentoml_timeout(app)  # BentoML's keeps every request in memory until it expires
+        remove_bentoml_timeout(app)  # RequestDeadline, below, bounds every route's time
         for name in dir(self.inner):
             route = getattr(getattr(self.inner, name), "__direct_route__", None)
             if route is not None:
                 path, read = route
                 app = DirectRoute(app, path=path, read=read, handler=name)
         app = FlushBeforeScrape(app)
+        app = RelativeRedirect(app, "/ui", "ui/")
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
             app = ApiKeyGate(app, config.API_KEY)
+        app = RequestDeadline(
+            app, config.REQUEST_TIMEOUT_SECONDS, BodyAllowance(config.BODY_ALLOWANCE_BYTES)
+        )
         return GracefulDrain(app)
 
 
@@ -125,30 +130,17 @@ class DirectRoute:
                 seconds * 1000,
             )
 
-    async def _read_in_time(self, request: Request) -> Any:
-        """The upload, or a 408 if the client has not sent it all within the request timeout.
-
-        A client that trickles its body would otherwise hold its connection open for ever.
-        """
-        try:
-            async with asyncio.timeout(config.REQUEST_TIMEOUT_SECONDS):
-                return await self.read(request)
-        except TimeoutError:
-            raise ClientError(
-                f"the upload did not arrive within {config.REQUEST_TIMEOUT_SECONDS} s; send the "
-                "whole request at once (a digit image needs only a few kilobytes)",
-                HTTPStatus.REQUEST_TIMEOUT,
-            ) from None
-
     async def answer(self, request: Request) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         handler = getattr(bentoml.get_current_service(), self.handler)
         try:
             # Most requests carry no query: parsing an empty one would cost a few µs each.
             query = request.scope.get("query_string")
             top_k = requested_top_k(request.query_params.get("top_k")) if query else None
-            result = await handler(await self._read_in_time(request), top_k)
+            result = await handler(await self.read(request), top_k)
         except ClientError as error:
-            logger.info("%s: client error %d: %s", self.path, error.error_code, error.message)
+            logger.info(
+                "%s: client error %d: %s", self.path, error.error_code, printable(error.message)
+            )
             if not error.counted:  # the core counts the images it refuses
                 prediction_metrics().failed(error.kind)
             return error.error_code, {"error": error.message}, []
@@ -168,3 +160,32 @@ class DirectRoute:
                 [],
             )
         return HTTPStatus.OK, result, []
+
+
+class RelativeRedirect:
+    """ASGI middleware: ``GET path`` redirects to ``location``, a URL relative to it.
+
+    Starlette's own slash redirect (``/ui`` -> ``/ui/``) writes an absolute URL from the
+    request's ``Host`` header, which the client controls; a relative one needs no host, and
+    keeps the scheme and any path prefix a proxy added.
+    """
+
+    def __init__(self, app: Any, path: str, location: str) -> None:
+        self.app = app
+        self.path = path
+        self.headers = [(b"location", location.encode()), (b"content-length", b"0")]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self.path
+            or scope["method"]
+            not in (
+                "GET",
+                "HEAD",
+            )
+        ):
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 307, "headers": self.headers})
+        await send({"type": "http.response.body", "body": b""})

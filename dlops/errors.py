@@ -29,6 +29,18 @@ BATCH_HOW_TO_SEND = (
 )
 
 
+# Client-controlled text (paths, header values, field names) is cut to this many characters in
+# a log line.
+LOGGED_TEXT_LIMIT = 200
+
+
+def printable(text: str, limit: int = LOGGED_TEXT_LIMIT) -> str:
+    """``text`` fit for one log line: control and non-ASCII characters escaped (a client cannot
+    forge a line break or a terminal sequence), and cut to ``limit`` characters."""
+    shown = ascii(text[:limit])[1:-1]
+    return shown if len(text) <= limit else f"{shown}... ({len(text):,} characters)"
+
+
 async def send_json(
     send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:

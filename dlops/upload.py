@@ -69,6 +69,9 @@ def requested_top_k(value: str | None) -> int | None:
 
 # Fields other than `file` that a multipart body may carry (and that are ignored).
 MAX_OTHER_FIELDS = 16
+# A part's own headers (Content-Disposition with a long file name, Content-Type) take a few
+# hundred bytes; parsing far more would cost the event loop time that grows with what is sent.
+MAX_PART_HEAD_BYTES = 2 * 1024
 
 
 def _malformed(reason: str, how_to_send: str) -> ClientError:
@@ -122,6 +125,12 @@ def files_from_multipart(
         head, separator, content = part.partition(b"\r\n\r\n")
         if not separator:
             raise _malformed("a part's headers are not followed by a blank line", how_to_send)
+        if len(head) > MAX_PART_HEAD_BYTES:
+            raise _malformed(
+                f"a part's headers take {len(head):,} bytes; at most {MAX_PART_HEAD_BYTES:,} "
+                "are read",
+                how_to_send,
+            )
         field = _part_name(head)
         if field is None:
             raise _malformed(

@@ -15,6 +15,7 @@ def test_written_for_the_installed_releases() -> None:
     assert {
         "bentoml": version("bentoml"),
         "prometheus-client": version("prometheus-client"),
+        "uvicorn": version("uvicorn"),
     } == compat.WRITTEN_FOR
     assert compat.WRITTEN_FOR["bentoml"] == "1.4.40"
 
@@ -52,3 +53,24 @@ def test_user_middleware_of_an_unbuilt_app() -> None:
 
 def test_bentoml_home() -> None:
     assert compat.bentoml_home().is_absolute()
+
+
+def test_uvicorn_http_protocol_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn.config
+
+    protocols = dict(uvicorn.config.HTTP_PROTOCOLS)
+    monkeypatch.setattr(uvicorn.config, "HTTP_PROTOCOLS", protocols)
+    compat.use_uvicorn_http_protocol("dlops.http_guard:GuardedHttpToolsProtocol")
+    config = uvicorn.config.Config(app=lambda scope, receive, send: None, http="auto")
+    config.load()
+    from dlops.http_guard import GuardedHttpToolsProtocol
+
+    assert config.http_protocol_class is GuardedHttpToolsProtocol
+
+
+def test_uvicorn_http_protocol_fails_loudly_when_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn.config
+
+    monkeypatch.setattr(uvicorn.config, "HTTP_PROTOCOLS", {"h11": "x"})
+    with pytest.raises(compat.LibraryMoved, match="uvicorn"):
+        compat.use_uvicorn_http_protocol("dlops.http_guard:GuardedHttpToolsProtocol")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from dlops.core import Core
+from dlops.core import INLINE_MAX_BYTES, Core, CoreLimits
 from dlops.errors import ClientError
 from dlops.inference import BackgroundLoader, Classifier, ModelNotReady
 from dlops.resolve import Overrides, resolve_spec
@@ -38,12 +40,14 @@ class RecordingMetrics:
         self.failures.append(kind)
 
 
-def make_core(path: Path, spec: ModelSpec | None = None) -> tuple[Core, RecordingMetrics]:
+def make_core(
+    path: Path, limits: CoreLimits | None = None, spec: ModelSpec | None = None
+) -> tuple[Core, RecordingMetrics]:
     spec = spec or resolve_spec(path, Overrides()).spec
     loader = BackgroundLoader(lambda: Classifier(path, spec))
     loader.get(timeout=30)
     metrics = RecordingMetrics()
-    core = Core(spec, loader, metrics, max_pixels=40_000_000, model_wait_seconds=5)  # type: ignore[arg-type]
+    core = Core(spec, loader, metrics, limits)  # type: ignore[arg-type]
     return core, metrics
 
 
@@ -72,39 +76,106 @@ def test_a_tensor_is_fed_as_it_is() -> None:
     assert [core.answer(row)["label"] for row in probabilities] == ["3", "0"]
 
 
-def test_a_fast_model_runs_on_the_event_loop_a_slow_one_does_not() -> None:
+def threads_that_preprocess(core: Core) -> list[str]:
+    """The names of the threads that run each image's preprocessing, from now on."""
+    names: list[str] = []
+    tensor = core.preprocessor.tensor
+
+    def recording(pixels: np.ndarray) -> np.ndarray:
+        names.append(threading.current_thread().name)
+        return tensor(pixels)
+
+    core.preprocessor.tensor = recording  # type: ignore[method-assign]
+    return names
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_small_images_for_a_fast_model_are_answered_on_the_event_loop() -> None:
     fast, _ = make_core(MODEL)
     slow, _ = make_core(MODEL)
     slow.loader.seconds_per_image = 0.01  # as a 224x224 CNN measures at warm-up
-    threads: list[str] = []
+    on_fast, on_slow = threads_that_preprocess(fast), threads_that_preprocess(slow)
+    # Few bytes, but many pixels declared: a thread, whatever the model.
+    large = png(Image.open(io.BytesIO(THREE)).resize((600, 600)))
+    assert len(large) < INLINE_MAX_BYTES
 
-    def work() -> None:
-        threads.append(threading.current_thread().name)
+    async def classify_all() -> None:
+        await fast.classify_files([THREE])
+        await slow.classify_files([THREE])
+        await fast.classify_files([large])
 
-    async def run_both() -> None:
-        await fast._run(work, upload_bytes=300)
-        await slow._run(work, upload_bytes=300)
-        await fast._run(work, upload_bytes=300 * 1024)  # a large upload: a thread, whatever
-
-    asyncio.run(run_both())
+    asyncio.run(classify_all())
     main = threading.main_thread().name
-    assert threads[0] == main and threads[1] != main and threads[2] != main
+    assert on_fast[0] == main and on_slow[0] != main and on_fast[1] != main
 
 
 def test_a_slow_warm_up_does_not_decide_for_good() -> None:
     """A digit model that measured slow at start-up (a busy machine) returns to the loop."""
     core, _ = make_core(MODEL)
     core.loader.seconds_per_image = 0.01
-    threads: list[str] = []
+    threads = threads_that_preprocess(core)
 
     async def classify_many() -> None:
         for _ in range(100):
             await core.classify_files([THREE])  # each call updates the model's measured cost
-            await core._run(lambda: threads.append(threading.current_thread().name), 300)
 
     asyncio.run(classify_many())
     main = threading.main_thread().name
     assert threads[0] != main and threads[-1] == main
+
+
+def test_abandoned_work_stops_at_its_next_image_and_keeps_its_thread_until_then() -> None:
+    core, metrics = make_core(MODEL, CoreLimits(work_threads=1))
+    core.loader.seconds_per_image = 0.01  # on the one work thread
+    started, release = threading.Event(), threading.Event()
+    tensor = core.preprocessor.tensor
+
+    def gated(pixels: np.ndarray) -> np.ndarray:
+        started.set()
+        release.wait(10)
+        return tensor(pixels)
+
+    core.preprocessor.tensor = gated  # type: ignore[method-assign]
+
+    async def scenario() -> list[dict[str, object]]:
+        abandoned = asyncio.create_task(core.classify_files([THREE] * 5))
+        await asyncio.to_thread(started.wait, 10)
+        abandoned.cancel()  # as the request deadline does
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        # The abandoned request's first image still holds the only thread: the next waits.
+        second = asyncio.create_task(core.classify_files([ZERO]))
+        await asyncio.sleep(0.2)
+        assert not second.done()
+        release.set()
+        return core.answers(await second)
+
+    assert asyncio.run(scenario())[0]["label"] == "no 3"
+    # One image of the abandoned five (it stopped before the second), then the new request's.
+    assert metrics.prepared_count == 2
+
+
+def test_an_image_that_needs_more_than_the_memory_budget_is_refused() -> None:
+    core, metrics = make_core(MODEL, CoreLimits(max_worker_memory=0))  # the minimum budget
+    wide = png(Image.new("RGB", (5000, 4000), "white"))  # 80 MB decoded, a few kB encoded
+    outcome = asyncio.run(core.classify_files([wide, THREE]))
+    error = outcome.errors[0]
+    assert error.error_code == 413 and "DLOPS_MAX_WORKER_MEMORY" in error.message
+    assert "MiB" in error.message and metrics.failures == ["over_memory_budget"]
+    assert core.answers(outcome)[1]["label"] == "3"
+
+
+def test_a_request_may_declare_only_so_many_pixels() -> None:
+    core, _ = make_core(MODEL, CoreLimits(max_request_pixels=2 * 28 * 28))
+    outcome = asyncio.run(core.classify_files([THREE, ZERO, THREE]))
+    assert sorted(outcome.succeeded) == [0, 1]
+    assert outcome.errors[2].error_code == 413
+    assert "1,568 pixels" in outcome.errors[2].message
 
 
 def test_metric_labels_are_bounded_for_many_classes() -> None:
@@ -115,7 +186,7 @@ def test_metric_labels_are_bounded_for_many_classes() -> None:
         core.spec.preprocess,
         type(post)(post.output, 1000, "softmax", tuple(map(str, range(1000))), None, 5),
     )
-    wide = Core(many, core.loader, RecordingMetrics(), 40_000_000, 5)  # type: ignore[arg-type]
+    wide = Core(many, core.loader, RecordingMetrics())  # type: ignore[arg-type]
     rows = np.zeros((2, 1000))
     rows[0, 437] = rows[1, 999] = 1.0
     assert wide.metric_answers(rows) == ([1.0, 1.0], ["classes 400-499", "classes 900-999"])

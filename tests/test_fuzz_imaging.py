@@ -24,14 +24,16 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
-from dlops.decode import DEFAULT_MAX_PIXELS, ImageError
+from bench import hostile_inputs as hostile
+from dlops.decode import DEFAULT_MAX_PIXELS, ImageError, ImageRefusedError, decode_image
 from dlops.preprocess import digit as imaging
 from dlops.preprocess.digit import (
     mnist_normalise,
@@ -449,6 +451,39 @@ def test_images_declaring_huge_sizes(declared: tuple[bytes, int]) -> None:
     if declared_pixels > DEFAULT_MAX_PIXELS:
         # Decoding past the limit would mean a decompression bomb got through.
         assert isinstance(result, ImageError), f"{declared_pixels:,} pixels were decoded"
+
+
+@fuzz_settings(120)
+@given(data=encoded_images(), factor=st.integers(2, 5))
+def test_reduced_decoding_of_every_mode_size_and_format(data: bytes, factor: int) -> None:
+    """The core decodes large pictures reduced (palette, 1-bit and 16-bit images converted
+    first): every mode still gives a digit or an ImageError."""
+    assert_digit_or_image_error(
+        lambda: to_mnist_digit(decode_image(data, reduction=lambda width, height: factor))
+    )
+
+
+@st.composite
+def structural_bombs(draw: st.DrawFn) -> bytes:
+    """Few bytes whose structure multiplies the decoder's work: absurd shapes, megabytes of PNG
+    text, progressive JPEGs of hundreds of scans (bench/hostile_inputs.py)."""
+    kind = draw(st.sampled_from(["strip", "text", "scans"]))
+    if kind == "strip":
+        short, ratio = draw(st.integers(1, 4)), draw(st.integers(101, 100_000))
+        width, height = (short, short * ratio) if draw(st.booleans()) else (short * ratio, short)
+        return hostile.bitonal_png(width, height)
+    if kind == "text":
+        return hostile.text_bomb_png(draw(st.integers(2, 6)), draw(st.integers(600_000, 10**6)))
+    side = st.integers(8, 256)
+    return hostile.many_scans_jpeg(draw(side), draw(side), draw(st.integers(101, 400)))
+
+
+@fuzz_settings(60)
+@given(data=structural_bombs())
+def test_structural_bombs_are_refused_before_any_pixel_is_decoded(data: bytes) -> None:
+    with patch.object(ImageFile.ImageFile, "load", side_effect=AssertionError("decoded")):
+        result = assert_digit_or_image_error(lambda: to_model_input(data))
+    assert isinstance(result, ImageRefusedError), result
 
 
 @fuzz_settings(120)

@@ -382,17 +382,20 @@ def test_trickled_upload_times_out_with_408(impatient_server: Server) -> None:
     assert answer.json()["label"] == "3"
 
 
-def test_bentoml_routes_still_time_out_with_504(impatient_server: Server) -> None:
-    """dlops/request_timeout.py replaces BentoML's timeout middleware: same answer, no leak."""
+def test_open_inference_routes_answer_a_trickled_body_with_408_too(
+    impatient_server: Server,
+) -> None:
+    """dlops/deadline.py bounds every route alike: the client's stall is a 408, never a 504."""
     started = time.monotonic()
     status, body = raw_exchange(
         impatient_server.port,
         b"POST /v2/models/binary_classifier_3/infer HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
     )
-    assert status == 504
-    assert list(body) == ["error"] and "not answered within 2 s" in body["error"]
+    assert status == 408
+    assert list(body) == ["error"] and "did not arrive within 2 s" in body["error"]
     assert time.monotonic() - started < 10
+    assert "POST /v2/models/binary_classifier_3/infer: 408 after 2 s" in impatient_server.log()
 
 
 def test_metrics_add_up_across_workers(model_home: Path, tmp_path: Path) -> None:

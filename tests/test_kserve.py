@@ -629,7 +629,7 @@ class Served:
         """The files preprocessed as /predict does them, in-process, by the stored spec."""
         preprocessor = Preprocessor(self.spec)
         return np.stack(
-            [preprocessor(decode_image(file, max_pixels=config.MAX_IMAGE_PIXELS)) for file in files]
+            [preprocessor(decode_image(file, reduction=preprocessor.reduction)) for file in files]
         )
 
 

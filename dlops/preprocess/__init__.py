@@ -15,6 +15,15 @@ from dlops.preprocess import digit, opencv, resize_crop
 from dlops.spec import InputSpec, ModelSpec, PreprocessSpec
 
 NUMPY_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
+# Large pictures are decoded reduced (dlops/decode.py) to no fewer than twice the pixels, on each
+# side, that the resize keeps: its antialiasing filter still sees every detail it would keep.
+RESIZE_MARGIN = 2
+# The digit preprocessing looks for the digit in the whole picture; a longer side of this many
+# pixels still draws a digit a twentieth of the picture wide with more pixels than MNIST's box.
+DIGIT_WORKING_SIDE = 1024
+# The most memory the preprocessing holds at once per pixel of the decoded picture: the digit
+# mode's float32 lightness, ink and background maps and masks; the resize modes' RGBA copies.
+WORKING_BYTES_PER_PIXEL = {"digit": 48, "resize-crop": 16, "resize": 16}
 
 
 class Preprocessor:
@@ -28,6 +37,20 @@ class Preprocessor:
         std = np.asarray(self.preprocess.std, dtype=np.float32)
         self._gain = np.float32(self.preprocess.scale) / std
         self._offset = -np.asarray(self.preprocess.mean, dtype=np.float32) / std
+
+    def reduction(self, width: int, height: int) -> int:
+        """The integer factor a ``width`` x ``height`` picture may shrink by before ``pixels``."""
+        pre, source = self.preprocess, self.input
+        if pre.mode == "digit":
+            return max(1, max(width, height) // DIGIT_WORKING_SIDE)
+        # The shorter side bounds both modes whichever way EXIF turns the picture.
+        needed = pre.resize if pre.mode == "resize-crop" else max(source.height, source.width)
+        assert needed is not None  # validate() guarantees a resize for resize-crop
+        return max(1, min(width, height) // (RESIZE_MARGIN * needed))
+
+    def working_bytes(self, width: int, height: int) -> int:
+        """An upper bound of what ``pixels`` holds for a decoded ``width`` x ``height`` picture."""
+        return width * height * WORKING_BYTES_PER_PIXEL[self.preprocess.mode]
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         """uint8 [H, W] or [H, W, 3] at the input's size, in the spec's colour order."""

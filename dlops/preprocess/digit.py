@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dlops.decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from dlops.decode import DEFAULT_MAX_PIXELS, DecodeLimits, ImageError, decode_image
 from dlops.preprocess.depth import HIGH_DEPTH_MODES, scale_to_unit
 
 MNIST_SIZE = 28
@@ -146,7 +146,7 @@ def to_model_input(
     data: bytes, size: int = MNIST_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Upload bytes -> uint8 [size, size] MNIST-style digit; raises only ImageError subclasses."""
-    return to_mnist_digit(decode_image(data, max_pixels=max_pixels), size=size)
+    return to_mnist_digit(decode_image(data, DecodeLimits(max_pixels=max_pixels)), size=size)
 
 
 def to_mnist_digit(image: Image.Image, size: int = MNIST_SIZE) -> np.ndarray:

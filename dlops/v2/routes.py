@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from dlops import config
 from dlops.core import Core
-from dlops.errors import ClientError
+from dlops.errors import ClientError, printable
 from dlops.inference import ModelNotReady
 from dlops.metrics import prediction_metrics
 from dlops.postprocess import Postprocessor
@@ -159,7 +159,12 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 async def client_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ClientError)
-    logger.info("%s: client error %d: %s", request.url.path, error.error_code, error.message)
+    logger.info(
+        "%s: client error %d: %s",
+        printable(request.url.path),
+        error.error_code,
+        printable(error.message),
+    )
     return error_response(error.error_code, error.message)
 
 
@@ -381,17 +386,17 @@ async def answer_infer_request(request: Request) -> Response:
     core: Core = bentoml.get_current_service().core
     body = await read_body(request, config.MAX_BODY_BYTES)
     header_length = request.headers.get(codec.HEADER_LENGTH)
-    inference = await core.off_loop_if_large(
+    inference = await core.parse_off_loop_if_large(
         lambda: codec.decode_request(body, header_length), len(body)
     )
     tensor = the_input(inference, model)
     outputs = requested_outputs(inference, model)
     # Reading a tensor's values out of megabytes of JSON or base64 is off the loop, as the parse.
     if tensor.datatype == BYTES:
-        files = await core.off_loop_if_large(tensor.elements, len(body))
+        files = await core.parse_off_loop_if_large(tensor.elements, len(body))
         probabilities = await classify_files(core, files, tensor.is_text)
     else:
-        batch = await core.off_loop_if_large(lambda: model_batch(tensor), len(body))
+        batch = await core.parse_off_loop_if_large(lambda: model_batch(tensor), len(body))
         probabilities = await core.classify_tensor(batch)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
@@ -422,7 +427,7 @@ async def infer(request: Request) -> Response:
         prediction_metrics().failed("model_not_ready")
         raise
     except Exception:  # a bug of ours: logged with its traceback, answered as JSON anyway
-        logger.exception("%s: unexpected error", request.url.path)
+        logger.exception("%s: unexpected error", printable(request.url.path))
         prediction_metrics().failed("internal_error")
         return error_response(
             HTTPStatus.INTERNAL_SERVER_ERROR,

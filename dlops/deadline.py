@@ -1,0 +1,151 @@
+"""Every request answered within the request timeout, and request bodies within a memory bound.
+
+One ASGI middleware around the whole app (BentoML's routes, the direct routes, /v2, /ui), so
+that every route behaves the same:
+
+- a request not answered within ``DLOPS_REQUEST_TIMEOUT_SECONDS`` gets our own JSON error, and
+  is logged: **408** while its body is still arriving (the client's doing: it trickled or
+  stalled), **503** with ``Retry-After`` once the whole body is in (the server's doing: it was
+  busy). Never a 504 or a hung connection. Cancelling the request stops its work at the next
+  await; work on a thread stops at its next image (dlops/core.py).
+- the bytes of request bodies held at once by a worker are capped: a request reserves each
+  chunk as it arrives and waits, unread (so the kernel applies backpressure to its client), while
+  others hold the cap. A client that trickles its body holds only what it has sent.
+
+It replaces BentoML's ``TimeoutMiddleware`` (removed from BentoML's stack), which answered 504
+and kept every request's context alive until its timer expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from dlops import config
+from dlops.compat import bentoml_timeout_middleware, starlette_user_middleware
+from dlops.errors import printable, send_json
+from dlops.metrics import prediction_metrics
+
+logger = logging.getLogger(config.LOGGER_NAME)
+
+
+class BodyAllowance:
+    """Bytes of request bodies a worker holds at once; waiters are woken as others finish."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def take(self, amount: int) -> None:
+        # One chunk is never more than the whole allowance, but a request that holds nothing
+        # yet is let through even so, so that no request waits for ever.
+        while self.used and self.used + amount > self.total:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        self.used += amount
+
+    def give_back(self, amount: int) -> None:
+        self.used -= amount
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class RequestDeadline:
+    """ASGI middleware: our own 408/503 at the deadline, and bodies within ``BodyAllowance``."""
+
+    def __init__(self, app: Any, timeout: float, body_allowance: BodyAllowance) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.bodies = body_allowance
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held = 0
+        body_complete = False
+        answering = False
+        deadline = asyncio.timeout(self.timeout)
+
+        async def receive_within_allowance() -> dict[str, Any]:
+            nonlocal held, body_complete
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = len(message.get("body", b""))
+                await self.bodies.take(chunk)
+                held += chunk
+                body_complete = not message.get("more_body", False)
+            return message
+
+        async def send_and_stop_the_clock(message: dict[str, Any]) -> None:
+            nonlocal answering
+            if not answering:
+                answering = True
+                deadline.reschedule(None)  # the answer has started: no limit on the rest
+            await send(message)
+
+        try:
+            async with deadline:
+                await self.app(scope, receive_within_allowance, send_and_stop_the_clock)
+        except TimeoutError:
+            if answering or not deadline.expired():  # not our deadline's doing
+                raise
+            await self._answer_late(scope, send, body_complete or not _has_body(scope))
+        finally:
+            self.bodies.give_back(held)
+
+    async def _answer_late(self, scope: dict[str, Any], send: Any, body_complete: bool) -> None:
+        if body_complete:
+            status = HTTPStatus.SERVICE_UNAVAILABLE
+            message = (
+                f"the request was not answered within {self.timeout:g} s: the server is busy; "
+                "retry shortly"
+            )
+            headers = [(b"retry-after", b"1")]
+        else:
+            status = HTTPStatus.REQUEST_TIMEOUT
+            message = (
+                f"the request body did not arrive within {self.timeout:g} s; send the whole "
+                "request at once (an image needs only a few kilobytes to a few megabytes)"
+            )
+            headers = [(b"connection", b"close")]  # the rest of the body is never read
+        logger.warning(
+            "%s %s: %d after %g s (%s)",
+            scope["method"],
+            printable(scope["path"]),
+            status,
+            self.timeout,
+            "body still arriving" if not body_complete else "not answered",
+        )
+        if scope["method"] == "POST":
+            prediction_metrics().failed(status.name.lower())
+        await send_json(send, status, {"error": message}, headers)
+
+
+def _has_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+def remove_bentoml_timeout(app: Any) -> None:
+    """Take BentoML's TimeoutMiddleware out of a Starlette app not yet started: RequestDeadline,
+    around the whole app, does its work."""
+    bentoml_timeout = bentoml_timeout_middleware()
+    middleware = starlette_user_middleware(app)
+    for index, entry in enumerate(middleware):
+        if entry.cls is bentoml_timeout:
+            del middleware[index]
+            return
+    raise RuntimeError("BentoML's app has no TimeoutMiddleware to remove (see dlops/compat.py)")
