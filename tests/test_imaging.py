@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import struct
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -458,10 +457,8 @@ def test_decompression_bomb_is_refused_from_its_header(
 ) -> None:
     assert len(bomb_png) < 200_000
     refuse_to_decode(monkeypatch)
-    started = time.perf_counter()
     with pytest.raises(ImageTooLargeError) as caught:
         to_model_input(bomb_png)
-    assert time.perf_counter() - started < 0.5
     assert caught.value.status == 413
     assert "400,000,000 pixels" in str(caught.value)
     assert "40,000,000" in str(caught.value)
@@ -587,7 +584,6 @@ def assert_image_error_or_digit(data: bytes) -> None:
 def test_any_bytes_give_a_digit_or_an_image_error() -> None:
     rng = np.random.default_rng(2024)
     valid = [path.read_bytes() for path in VARIANTS]
-    started = time.perf_counter()
     for _ in range(150):
         assert_image_error_or_digit(rng.bytes(int(rng.integers(0, 2000))))
     for _ in range(300):
@@ -596,4 +592,3 @@ def test_any_bytes_give_a_digit_or_an_image_error() -> None:
         assert_image_error_or_digit(damaged(data, rng))
     for _ in range(300):
         assert_image_error_or_digit(damaged(valid[int(rng.integers(0, len(valid)))], rng))
-    assert time.perf_counter() - started < 20
