@@ -76,6 +76,8 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
     def to_asgi(self, is_main: bool = True) -> Any:
         app = super().to_asgi(is_main)
         replace_bentoml_timeout(app)  # BentoML's keeps every request in memory until it expires
+        if is_main:
+            app = self.api_page(app)
         for name in dir(self.inner):
             route = getattr(getattr(self.inner, name), "__direct_route__", None)
             if route is not None:
@@ -85,6 +87,12 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
             app = ApiKeyGate(app, config.API_KEY)
         return GracefulDrain(app)
+
+    def api_page(self, app: Any) -> Any:
+        """The API page at / and /docs and its schema (dlops/docs.py), instead of BentoML's."""
+        from dlops.docs import ApiPage
+
+        return ApiPage(app, self)
 
 
 class DirectRoute:

@@ -52,3 +52,26 @@ def test_user_middleware_of_an_unbuilt_app() -> None:
 
 def test_bentoml_home() -> None:
     assert compat.bentoml_home().is_absolute()
+
+
+def test_bentoml_ships_the_swagger_ui_files() -> None:
+    folder = compat.bentoml_swagger_ui_dir()
+    bundle = (folder / "swagger-ui-bundle.js").read_text()
+    assert "SwaggerUIBundle" in bundle
+    assert "googletagmanager" not in bundle  # the tracker is in BentoML's page, not in these
+
+
+def test_bentoml_openapi_document_of_a_service() -> None:
+    import bentoml
+
+    @bentoml.service(name="compat_probe")
+    class Probe:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    document = compat.bentoml_openapi_document(Probe)
+    assert "/echo" in document["paths"]
+    assert document["info"]["title"] == "compat_probe"
+    with pytest.raises(compat.LibraryMoved, match="openapi_spec"):
+        compat.bentoml_openapi_document(object())
