@@ -11,12 +11,22 @@ same file with the same spec again is a no-op that prints the existing tag.
 
 from __future__ import annotations
 
+import sys
+
+from dlops import import_stamp
+
+# `make serve` runs this on every start. When the stamp (dlops/import_stamp.py) shows that nothing
+# the import depends on has changed, print what the import printed, before importing BentoML,
+# onnx and onnxruntime: ~0.05 s instead of ~0.7 s.
+if __name__ == "__main__" and (replay := import_stamp.unchanged(sys.argv[1:])) is not None:
+    print("\n".join(replay))
+    sys.exit(0)
+
 import argparse
 import json
 import math
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -291,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     path: Path = args.path
     overrides = Overrides(**{item.name: getattr(args, item.name) for item in fields(Overrides)})
@@ -300,11 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportRefused as refusal:
         print(f"import_model.py: error: {path}: {refusal}", file=sys.stderr)
         return 1
-    for line in spec_table(resolution.spec):
-        print(line)
-    for note in resolution.notes:
-        print(f"note: {note}")
-    print(f"{'imported' if created else 'already imported, unchanged'}: {tag}")
+    output = [*spec_table(resolution.spec), *(f"note: {note}" for note in resolution.notes)]
+    print(
+        "\n".join([*output, f"{'imported' if created else 'already imported, unchanged'}: {tag}"])
+    )
+    # What the next run with these arguments prints if nothing changes: the same, as a no-op.
+    name = tag.partition(":")[0]
+    import_stamp.record(argv, path, name, [*output, f"already imported, unchanged: {tag}"])
     return 0
 
 

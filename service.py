@@ -13,16 +13,16 @@ from bentoml.models import BentoModel
 from pydantic import BaseModel, Field
 
 from dlops import config
-from dlops.core import Core
 from dlops.direct_route import DirectRouteService, direct_route
 from dlops.errors import JsonErrorMiddleware
-from dlops.inference import BackgroundLoader, Classifier
-from dlops.metrics import prediction_metrics
+from dlops.lazy_app import LazyApp
 from dlops.model_store import check_stored_model
-from dlops.spec import load_spec
 from dlops.ui import ui_app
 from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
-from dlops.v2 import app as open_inference_app
+
+# `bentoml serve`'s arbiter imports this module too, and only supervises: what serves requests
+# (the core, numpy, Pillow, onnxruntime) is imported by the workers, in __init__ and LazyApp.
+open_inference_app = LazyApp("dlops.v2.routes", "app")
 
 # A missing or damaged model stops `bentoml serve` here, with one line saying what to run,
 # before any worker starts.
@@ -71,6 +71,11 @@ class ImageClassifier:
     model = BentoModel(config.MODEL_TAG)
 
     def __init__(self) -> None:
+        from dlops.core import Core
+        from dlops.inference import BackgroundLoader, Classifier
+        from dlops.metrics import prediction_metrics
+        from dlops.spec import load_spec
+
         path = Path(self.model.path)
         self.spec = load_spec(path)
         self.loader = BackgroundLoader(

@@ -43,12 +43,14 @@ from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import container_image_size, machine_info
 from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, SEED
 from bench.servers import (
+    MAKE_SERVE,
     MODEL,
     ROOT,
     Server,
     baseline_tree,
     dlops_server,
     import_model,
+    make_serve_server,
     seed_server,
 )
 
@@ -367,9 +369,21 @@ def measure_load(
 
 
 def measure_cold_starts(settings: Settings, home: Path, log_dir: Path) -> list[dict[str, Any]]:
+    """Each subject started and stopped in turn; with one worker, `make serve` too, as a user
+    starts the service: after one untimed run, so that it finds a set-up checkout (its import a
+    no-op), as `make serve` does every time after the first."""
     measured = []
     for workers in settings.workers:
         starts = _server_factories(settings, workers, home, log_dir)
+        if workers == 1:
+            env = {**settings.dlops_env, "DLOPS_WORKERS": "1"}
+            starts[MAKE_SERVE] = partial(make_serve_server, home, log_dir, env)
+            first = starts[MAKE_SERVE]()
+            first.start()
+            try:
+                first.wait_ready()
+            finally:
+                first.stop()
         samples: dict[str, list[float]] = {name: [] for name in starts}
         probes = {}
         for index in range(settings.cold_starts):

@@ -313,6 +313,24 @@ def dlops_server(
     )
 
 
+MAKE_SERVE = "make serve"
+
+
+def make_serve_server(home: Path, log_dir: Path, extra_env: dict[str, str]) -> Server:
+    """`make serve` as a user types it on a set-up checkout: make, the import (a no-op when the
+    model is unchanged) and `bentoml serve`, all counted in its cold start."""
+    port = free_port()
+    return Server(
+        subject=MAKE_SERVE,
+        argv=["make", "--no-print-directory", "serve", f"PORT={port}"],
+        env=dlops_env(home, extra_env),
+        port=port,
+        ready_path="/readyz",
+        log_path=log_dir / f"make-serve-{port}.log",
+        root_role="make",
+    )
+
+
 def baseline_tree(ref: str, directory: Path) -> tuple[Path, str]:
     """The repository's files at ``ref`` (`git archive`, nothing of this checkout touched),
     unpacked into ``directory``; returns it and the commit ``ref`` names."""

@@ -27,12 +27,14 @@ OPEN_PATHS = frozenset(
         "/v2/health/live",
         "/v2/health/ready",
         "/",
+        "/docs",
         "/docs.json",
+        "/openapi.json",
         "/schema.json",
         "/ui",
     ]
 )
-OPEN_PREFIXES = ("/ui/", "/static_content/", "/assets/")
+OPEN_PREFIXES = ("/ui/", "/docs/static/", "/static_content/", "/assets/")
 OPEN_METHODS = frozenset(["GET", "HEAD"])
 
 HOW_TO_AUTHENTICATE = (

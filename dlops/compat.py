@@ -101,3 +101,34 @@ def use_uvicorn_http_protocol(import_path: str) -> None:
     if missing:
         raise LibraryMoved("uvicorn", f"HttpToolsProtocol.{missing[0]}")
     protocols["auto"] = protocols["httptools"] = import_path
+
+
+# The Swagger UI files BentoML ships inside its package; the API page (dlops/docs.py) serves
+# them itself, from this service, so that nothing is fetched from a CDN.
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
+
+
+def bentoml_swagger_ui_dir() -> Path:
+    """The folder of BentoML's package that holds the Swagger UI files named above."""
+    try:
+        from bentoml._internal import server
+    except ImportError:
+        raise LibraryMoved("bentoml", "the package bentoml._internal.server") from None
+    folder = Path(server.__file__).parent / "static_content"
+    if not all((folder / name).is_file() for name in SWAGGER_UI_FILES):
+        raise LibraryMoved("bentoml", f"Swagger UI's {', '.join(SWAGGER_UI_FILES)} in {folder}")
+    return folder
+
+
+def bentoml_openapi_document(service: Any) -> dict[str, Any]:
+    """The OpenAPI document BentoML generates for ``service``, as the JSON-ready dict it serves.
+
+    dlops/openapi.py corrects and completes it; BentoML's ``OpenAPISpecification`` is internal.
+    """
+    spec = getattr(service, "openapi_spec", None)
+    if not callable(getattr(spec, "asdict", None)):
+        raise LibraryMoved("bentoml", "Service.openapi_spec with asdict()")
+    document = spec.asdict()
+    if not isinstance(document, dict) or not isinstance(document.get("paths"), dict):
+        raise LibraryMoved("bentoml", "an OpenAPI document with paths from openapi_spec.asdict()")
+    return document

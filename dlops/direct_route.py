@@ -77,6 +77,8 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         install_http_limits(config.http_limits())  # uvicorn's protocol: before its config loads
         app = super().to_asgi(is_main)
         remove_bentoml_timeout(app)  # RequestDeadline, below, bounds every route's time
+        if is_main:
+            app = self.api_page(app)
         for name in dir(self.inner):
             route = getattr(getattr(self.inner, name), "__direct_route__", None)
             if route is not None:
@@ -90,6 +92,12 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
             app, config.REQUEST_TIMEOUT_SECONDS, BodyAllowance(config.BODY_ALLOWANCE_BYTES)
         )
         return GracefulDrain(app)
+
+    def api_page(self, app: Any) -> Any:
+        """The API page at / and /docs and its schema (dlops/docs.py), instead of BentoML's."""
+        from dlops.docs import ApiPage
+
+        return ApiPage(app, self)
 
 
 class DirectRoute:

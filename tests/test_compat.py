@@ -74,3 +74,26 @@ def test_uvicorn_http_protocol_fails_loudly_when_moved(monkeypatch: pytest.Monke
     monkeypatch.setattr(uvicorn.config, "HTTP_PROTOCOLS", {"h11": "x"})
     with pytest.raises(compat.LibraryMoved, match="uvicorn"):
         compat.use_uvicorn_http_protocol("dlops.http_guard:GuardedHttpToolsProtocol")
+
+
+def test_bentoml_ships_the_swagger_ui_files() -> None:
+    folder = compat.bentoml_swagger_ui_dir()
+    bundle = (folder / "swagger-ui-bundle.js").read_text()
+    assert "SwaggerUIBundle" in bundle
+    assert "googletagmanager" not in bundle  # the tracker is in BentoML's page, not in these
+
+
+def test_bentoml_openapi_document_of_a_service() -> None:
+    import bentoml
+
+    @bentoml.service(name="compat_probe")
+    class Probe:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    document = compat.bentoml_openapi_document(Probe)
+    assert "/echo" in document["paths"]
+    assert document["info"]["title"] == "compat_probe"
+    with pytest.raises(compat.LibraryMoved, match="openapi_spec"):
+        compat.bentoml_openapi_document(object())

@@ -2,8 +2,8 @@
 
 Two sources of requests, both against the session's real `bentoml serve`:
 
-- schemathesis, from the service's own OpenAPI schema (/docs.json): every operation, with data
-  that fits the schema and data that violates it;
+- schemathesis, from the service's own OpenAPI schema (/docs.json): every operation (the
+  prediction routes, /v2, /ui, health), with data that fits the schema and data that violates it;
 - hypothesis, with httpx: what the schema cannot describe — broken multipart framing, wrong or
   missing boundaries, odd part headers, every Content-Type, chunked bodies, random bytes — to
   /predict and /predict_batch.
