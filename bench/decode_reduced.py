@@ -7,8 +7,7 @@ For each model (the digit model, the orientation model) and each picture (a 40 M
 either at full size (``decode_image`` without reduction, as before) or reduced (the core's path:
 ``Preprocessor.reduction``, JPEG draft, ``Image.reduce``); it reports the median time of 5 runs
 and the process's peak RSS growth over its resting size (sampled every 2 ms). Side by side, in
-one run. Then what the allocator keeps after many large decodes, with and without the
-service's allocator settings (dlops/memory.py). Writes bench/results/decode-reduced.{json,md}.
+one run. Writes bench/results/decode-reduced.{json,md}.
 """
 
 from __future__ import annotations
@@ -90,34 +89,6 @@ def measure_in_this_process(model: str, picture: str, reduced: bool) -> dict[str
     return {"seconds": statistics.median(seconds), "peak_mib": (peak - resting) / 2**20}
 
 
-def settle_in_this_process(spec_dir: str, picture: str, tuned: bool) -> dict[str, float]:
-    """Run in a fresh process: 12 reduced decodes on 2 threads, then the RSS left over (MiB)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dlops.decode import DecodeLimits, decode_image
-    from dlops.memory import Allocator, resident_bytes
-    from dlops.preprocess import Preprocessor
-    from dlops.spec import load_spec
-
-    allocator = Allocator()
-    if tuned:
-        allocator.map_large_blocks()
-    preprocessor = Preprocessor(load_spec(Path(spec_dir)))
-    data = Path(picture).read_bytes()
-    limits = DecodeLimits(max_pixels=60_000_000)
-    resting = resident_bytes()
-
-    def work(_: int) -> None:
-        preprocessor(decode_image(data, limits, preprocessor.reduction))
-        if tuned:
-            allocator.trim()
-
-    with ThreadPoolExecutor(2) as threads:
-        list(threads.map(work, range(12)))
-    time.sleep(0.2)
-    return {"left_mib": (resident_bytes() - resting) / 2**20}
-
-
 def spec_directory(model: Path, name: str, scratch: Path) -> Path:
     """The model's spec as import_model.py resolves it, saved where load_spec reads it."""
     from dlops.resolve import Overrides, resolve_spec
@@ -168,26 +139,7 @@ def main() -> None:
                     row["reduced" if reduced else "full"] = json.loads(result.stdout)
                 rows.append(row)
                 print(row, file=sys.stderr)
-        allocator: dict[str, float] = {}
-        picture = pictures["24 MP PNG (5656x4242)"]
-        for tuned in (False, True):
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.decode_reduced",
-                    "--settle",
-                    str(specs),
-                    str(picture),
-                    "1" if tuned else "0",
-                ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            allocator["tuned" if tuned else "default"] = json.loads(result.stdout)["left_mib"]
-    data = {"machine": machine_info(), "runs": RUNS, "rows": rows, "allocator": allocator}
+    data = {"machine": machine_info(), "runs": RUNS, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "decode-reduced.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / "decode-reduced.md").write_text(report(data) + "\n")
@@ -215,14 +167,6 @@ def report(data: dict[str, Any]) -> str:
             f"| {reduced['peak_mib']:.0f} | {full['seconds'] / reduced['seconds']:.1f}x "
             f"| {full['peak_mib'] / max(reduced['peak_mib'], 0.1):.1f}x |"
         )
-    allocator = data["allocator"]
-    lines += [
-        "",
-        "Memory the worker keeps after decoding the 24 MP PNG 12 times on 2 threads (orientation "
-        "spec, reduced), RSS over its resting size: with glibc's defaults "
-        f"{allocator['default']:.0f} MiB; with the service's allocator settings (1 MiB mmap "
-        f"threshold, `malloc_trim` after large work) {allocator['tuned']:.0f} MiB.",
-    ]
     return "\n".join(lines)
 
 
@@ -230,8 +174,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--one"]:
         spec, picture, reduced = sys.argv[2:5]
         print(json.dumps(measure_in_this_process(spec, picture, reduced == "1")))
-    elif sys.argv[1:2] == ["--settle"]:
-        spec, picture, tuned = sys.argv[2:5]
-        print(json.dumps(settle_in_this_process(spec, picture, tuned == "1")))
     else:
         main()

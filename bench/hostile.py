@@ -367,10 +367,13 @@ def run_cases(server: Server) -> dict[str, Any]:
     }
 
 
-def measure(tree: Path, subject: str, scratch: Path) -> dict[str, Any]:
+def measure(
+    tree: Path, subject: str, scratch: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     home = scratch / f"home-{subject}"
     import_model(home, tree=tree)
-    server = dlops_server(home, scratch, SERVER_ENV, tree=tree, subject=subject)
+    env = {**SERVER_ENV, **(extra_env or {})}
+    server = dlops_server(home, scratch, env, tree=tree, subject=subject)
     server.start()
     try:
         server.wait_ready()
@@ -383,6 +386,8 @@ def report(data: dict[str, Any]) -> str:
     command = "python -m bench.hostile"
     if data.get("baseline"):
         command += f" --baseline {data['baseline']}"
+    if any("RETURN_MEMORY" in subject for subject in data["subjects"]):
+        command += " --allocator-defaults"
     info = data["machine"]
     machine = f"{info['cpu_model']}, {info['cpus_usable']} usable cores"
     lines = [
@@ -416,6 +421,11 @@ def report(data: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="a commit to measure first, side by side")
+    parser.add_argument(
+        "--allocator-defaults",
+        action="store_true",
+        help="also measure this checkout with DLOPS_RETURN_MEMORY=0 (what the allocator keeps)",
+    )
     args = parser.parse_args(argv)
     data: dict[str, Any] = {
         "machine": machine_info(),
@@ -430,6 +440,11 @@ def main(argv: list[str] | None = None) -> None:
             data["subjects"][f"before ({commit[:10]})"] = measure(tree, "before", scratch)
         print("this checkout", file=sys.stderr)
         data["subjects"]["now"] = measure(ROOT, "now", scratch)
+        if args.allocator_defaults:
+            print("this checkout, glibc's allocator defaults", file=sys.stderr)
+            data["subjects"]["now, DLOPS_RETURN_MEMORY=0 (glibc's defaults)"] = measure(
+                ROOT, "defaults", scratch, {"DLOPS_RETURN_MEMORY": "0"}
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hostile.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / "hostile.md").write_text(report(data) + "\n")

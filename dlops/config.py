@@ -82,6 +82,10 @@ API_KEY = os.environ.get("API_KEY", "").strip() or None
 # Our log lines go through BentoML's server logging (its format, its handlers), which is
 # configured for the "bentoml" logger tree only.
 LOGGER_NAME = "bentoml.dlops"
+# Hand memory freed by large work back to the system (dlops/memory.py); glibc would keep some
+# in its arenas. 0 keeps the allocator's defaults, to measure the difference
+# (`python -m bench.hostile --allocator-defaults`).
+RETURN_MEMORY = os.environ.get("DLOPS_RETURN_MEMORY", "1").strip() != "0"
 # HTTP limits per worker (dlops/http_guard.py): request line and headers, header count, the time
 # a connection may take to send a request's head (or sit idle), and open connections.
 MAX_HEAD_BYTES = _positive_int("DLOPS_MAX_HEADER_BYTES", 32 * 1024)
@@ -102,6 +106,7 @@ def core_limits() -> Any:
         body_memory=BODY_MEMORY_BYTES,
         work_threads=WORK_THREADS,
         model_wait_seconds=MODEL_WAIT_SECONDS,
+        return_memory=RETURN_MEMORY,
     )
 
 

@@ -82,6 +82,8 @@ class CoreLimits:
     body_memory: int = 0
     work_threads: int = 2
     model_wait_seconds: float = 5.0
+    # Hand freed memory back to the system after large work (dlops/memory.py's Allocator).
+    return_memory: bool = True
 
 
 @dataclass
@@ -112,8 +114,9 @@ class Core:
         self.postprocessor = Postprocessor(spec.postprocess)
         self._threads = ThreadPoolExecutor(self.limits.work_threads, "dlops-work")
         self._budget: MemoryBudget | None = None  # sized once the model has loaded
-        self._allocator = Allocator()
-        self._allocator.map_large_blocks()
+        self._allocator = Allocator() if self.limits.return_memory else None
+        if self._allocator is not None:
+            self._allocator.map_large_blocks()
         self._typical_seconds: float | None = None  # per image; see _seconds_per_image
         classes = spec.postprocess.classes
         self._class_range = -(-classes // CLASS_RANGES)  # ceil
@@ -182,7 +185,7 @@ class Core:
                 kind="over_memory_budget",
             ) from None
         finally:
-            if amount >= TRIM_AFTER_BYTES:
+            if amount >= TRIM_AFTER_BYTES and self._allocator is not None:
                 self._allocator.trim()
 
     def _memory_budget(self) -> MemoryBudget:
