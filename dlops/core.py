@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -67,6 +67,7 @@ COST_AVERAGE_WEIGHT = 0.05
 MAX_LABELLED_CLASSES = 50
 CLASS_RANGES = 10
 NEVER = threading.Event()  # the abandoned flag of work that runs on the event loop
+NOTHING_RESERVED = nullcontext()
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Core:
         self.postprocessor = Postprocessor(spec.postprocess)
         self._threads = ThreadPoolExecutor(self.limits.work_threads, "dlops-work")
         self._budget: MemoryBudget | None = None  # sized once the model has loaded
+        self._sizing_budget = threading.Lock()
         self._allocator = Allocator() if self.limits.return_memory else None
         if self._allocator is not None:
             self._allocator.map_large_blocks()
@@ -161,26 +163,34 @@ class Core:
             return parse()
 
         def parse_within_budget(abandoned: threading.Event) -> T:
-            with self._reserved(body_bytes * PARSE_BYTES_PER_BODY_BYTE, abandoned, "this body"):
+            cost = body_bytes * PARSE_BYTES_PER_BODY_BYTE
+            with self._reserved(cost, abandoned, "request body"):
                 return parse()
 
         return await self._off_loop(parse_within_budget)
 
-    @contextmanager
-    def _reserved(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
-        """Hold ``amount`` bytes of the budget for the block; small work holds nothing."""
+    def _reserved(
+        self, amount: int, abandoned: threading.Event, what: str = "image"
+    ) -> AbstractContextManager[None]:
+        """Hold ``amount`` bytes of the budget for the block; small work holds nothing.
+
+        ``what`` the work is for, as the refusal names it: "image" or "request body".
+        """
         if amount <= UNRESERVED_BYTES:
-            yield
-            return
+            return NOTHING_RESERVED
+        return self._holding(amount, abandoned, what)
+
+    @contextmanager
+    def _holding(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
         budget = self._memory_budget()
         try:
             with budget.hold(amount, abandoned):
                 yield
         except OverBudget as error:
             raise ClientError(
-                f"{what} needs about {error.needed / MIB:,.0f} MiB to process, more than the "
-                f"{error.total / MIB:,.0f} MiB this server may use for one request's work "
-                "(DLOPS_MAX_WORKER_MEMORY); send a smaller picture",
+                f"this {what} needs about {error.needed / MIB:,.0f} MiB to process, more than "
+                f"the {error.total / MIB:,.0f} MiB this server may use for one request's work "
+                f"(DLOPS_MAX_WORKER_MEMORY); send a smaller {what}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 kind="over_memory_budget",
             ) from None
@@ -190,10 +200,11 @@ class Core:
 
     def _memory_budget(self) -> MemoryBudget:
         """What the worker may add to what it holds with the model loaded (measured once)."""
-        if self._budget is None:
-            spare = self.limits.max_worker_memory - resident_bytes() - self.limits.body_memory
-            self._budget = MemoryBudget(max(spare, MIN_BUDGET_BYTES))
-        return self._budget
+        with self._sizing_budget:
+            if self._budget is None:
+                spare = self.limits.max_worker_memory - resident_bytes() - self.limits.body_memory
+                self._budget = MemoryBudget(max(spare, MIN_BUDGET_BYTES))
+            return self._budget
 
     # -- the adapters' entry points -----------------------------------------------------------
 
@@ -265,7 +276,7 @@ class Core:
         working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
         cost = decode_cost(image, reduction) + working
         try:
-            with self._reserved(cost, abandoned, "this image"):
+            with self._reserved(cost, abandoned):
                 decoded = load_reduced(image, reduction)
                 decoded_at = time.perf_counter()
                 example = self.preprocessor(decoded)

@@ -33,6 +33,8 @@ from dlops import config
 from dlops.compat import use_uvicorn_http_protocol
 
 logger = logging.getLogger(config.LOGGER_NAME)
+# How often each worker looks for connections past their head timeout.
+SWEEP_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of ``HttpLimits``."""
 
     limits = HttpLimits()  # set by install()
-    # This worker's connections that await a request head, longest-waiting first.
-    awaiting: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}
+    # This worker's connections that await a request head, and when each must have it: in the
+    # order they began waiting, so the earliest deadline comes first. One sweep a second closes
+    # the late ones; a timer per request would cost every request a timer to arm and cancel.
+    awaiting: ClassVar[dict[GuardedHttpToolsProtocol, float]] = {}
+    sweeping: ClassVar[bool] = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = None
+        if not GuardedHttpToolsProtocol.sweeping:
+            GuardedHttpToolsProtocol.sweeping = True
+            self.loop.call_later(SWEEP_SECONDS, self._sweep, self.loop)
         self._refusal: tuple[HTTPStatus, str] | None = None
         self._awaiting_head = False
         if len(self.connections) > self.limits.max_connections:
@@ -77,15 +84,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._received_for_head = 0  # bytes received since the head began
         self._head_size = 0  # the request line's and headers' bytes, as parsed
         self._header_count = 0
-        self._stop_awaiting_head()
-        self.awaiting[self] = None
-        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_too_slow)
+        self.awaiting.pop(self, None)  # re-inserted last: the latest deadline
+        self.awaiting[self] = self.loop.time() + self.limits.head_timeout
 
     def _stop_awaiting_head(self) -> None:
         self.awaiting.pop(self, None)
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        late = []
+        for connection, deadline in cls.awaiting.items():
+            if deadline > now:
+                break
+            late.append(connection)
+        for connection in late:
+            connection._head_too_slow()
+        loop.call_later(SWEEP_SECONDS, cls._sweep, loop)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
@@ -132,7 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._stop_awaiting_head()
+        self.awaiting.pop(self, None)
         if self._refusal is None:  # a refused request never reaches the app
             super().on_headers_complete()
 
@@ -153,7 +168,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- refusals ------------------------------------------------------------------------------
 
     def _head_too_slow(self) -> None:
-        self._head_timer = None
         self._stop_awaiting_head()
         if self.transport.is_closing():
             return
