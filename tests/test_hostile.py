@@ -225,6 +225,31 @@ def test_idle_connections_cannot_lock_out_the_health_probe(hostile_server: Serve
             connection.close()
 
 
+def test_when_every_connection_has_a_request_in_progress_the_next_gets_503(
+    hostile_server: Server,
+) -> None:
+    head = request_bytes("POST", "/predict", {"Content-Type": "image/png", **AUTH}, THREE)
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            connection = socket.create_connection(("127.0.0.1", hostile_server.port), timeout=10)
+            busy.append(connection)
+            # A head and a little of the body at once: a request in progress, not waiting.
+            connection.sendall(head[: len(head) - len(THREE) + 10])
+        time.sleep(0.5)
+        answer = exchange(hostile_server.url, request_bytes("GET", "/livez"))
+        assert answer.status == 503, answer
+        assert f"{MAX_CONNECTIONS} connections all have a request in progress" in error_of(answer)
+    finally:
+        for connection in busy:
+            connection.close()
+    # The server notices the closes on its own time; the next test needs the room back.
+    deadline = time.monotonic() + 10
+    while exchange(hostile_server.url, request_bytes("GET", "/livez")).status != 200:
+        assert time.monotonic() < deadline, "the closed connections were never released"
+        time.sleep(0.1)
+
+
 def test_a_head_sent_a_byte_at_a_time_gets_408(hostile_server: Server) -> None:
     slow = open_connections(hostile_server, 10)
     head = request_bytes("GET", "/livez")
