@@ -18,8 +18,10 @@ from bench.ceiling import BATCH
 SEED, DLOPS = "seed", "dlops"
 BASELINE = "dlops@baseline"  # `--baseline REF`: dlops as it was at a git ref, in the same rounds
 BATCH_SUBJECT = f"dlops batch-{BATCH}"  # POST /predict_batch with BATCH images, on dlops' server
-SUBJECTS = (SEED, BASELINE, DLOPS, BATCH_SUBJECT)
-SERVERS = (SEED, BASELINE, DLOPS)  # the processes behind the subjects
+# The floors (bench/floors.py): the least work any Python server does for the same request.
+FLOOR, LEAN = "floor", "lean"
+SUBJECTS = (SEED, FLOOR, LEAN, BASELINE, DLOPS, BATCH_SUBJECT)
+SERVERS = (SEED, FLOOR, LEAN, BASELINE, DLOPS)  # the processes behind the subjects
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
 # The batch target: a batch-64 request's images per second over single requests' at one level.
 BATCH_TARGET = 10.0
@@ -172,6 +174,14 @@ def _load_table(data: dict[str, Any]) -> list[str]:
             f"| {DLOPS} / {SEED}, paired by round | {row['workers']} | {row['concurrency']} "
             f"| {row['paired_per_image_rate']:.2f}× | | | | {row['paired_p99_ms']:.2f}× | |"
         )
+    for key, peer in (("lean_ratios", LEAN), ("floor_ratios", FLOOR)):
+        for row in data["load"].get(key, []):
+            lines.append(
+                f"| **{DLOPS} / {peer}** | {row['workers']} | {row['concurrency']} "
+                f"| **{row['per_image_rate']:.2f}×** (paired {row['paired_per_image_rate']:.2f}×) "
+                f"| | {row['p50_ms']:.2f}× | {row['p95_ms']:.2f}× | **{row['p99_ms']:.2f}×** "
+                f"(paired {row['paired_p99_ms']:.2f}×) | |"
+            )
     for row in data["load"].get("baseline_vs_seed", []):
         lines.append(
             f"| {BASELINE} / {SEED} | {row['workers']} | {row['concurrency']} "
@@ -190,6 +200,14 @@ def _load_table(data: dict[str, Any]) -> list[str]:
         "Ratio rows: ratios of the medians above. Paired rows: the median of each round's ratio "
         "(the two subjects ran back to back), less sensitive to the machine's slow spells.",
     ]
+    if data["load"].get("lean_ratios"):
+        lines.append(
+            f"{FLOOR} and {LEAN}: bench/floors.py under uvicorn (httptools, uvloop), raw ASGI: "
+            "the first reads the upload and answers a constant JSON; the second also cuts out "
+            "the multipart part, decodes it with Pillow and runs the model (one onnxruntime "
+            "thread), no validation and no framework. dlops does more work per image (its "
+            "preprocessing), so dlops / lean understates how close its path is to the work."
+        )
     if data.get("baseline"):
         lines.append(
             f"{BASELINE}: dlops as it was at `{data['baseline']['ref']}` (commit "

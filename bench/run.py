@@ -1,7 +1,9 @@
 """Benchmark dlops against the seed article's FastAPI app: `python -m bench.run [--quick]`.
 
 The subjects: the ceiling (the service's own code in this process, no HTTP), the seed app under
-uvicorn, dlops under `bentoml serve`, and dlops' /predict_batch with 64 images per request. Both
+uvicorn, the two floors of bench/floors.py (an HTTP floor that answers a constant, and a "lean"
+work floor that decodes and runs the model with no framework), dlops under `bentoml serve`, and
+dlops' /predict_batch with 64 images per request. Both
 servers run side by side and are measured in alternating rounds (round -> concurrency ->
 subject), so whatever drifts during the run (CPU boost, page cache, a neighbour's load) hits all
 alike. With `--workers 1 2` that happens once per worker count, each with its own pair of
@@ -41,7 +43,7 @@ from bench import report
 from bench.ceiling import BATCH, measure_ceiling
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import container_image_size, machine_info
-from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, SEED
+from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, FLOOR, LEAN, SEED
 from bench.servers import (
     MAKE_SERVE,
     MODEL,
@@ -292,7 +294,7 @@ def measure_load(
     subjects = [
         *(
             Subject(name, servers[name], "/predict", body_path, 1, settings.requests, single_levels)
-            for name in (SEED, BASELINE, DLOPS)
+            for name in (SEED, FLOOR, LEAN, BASELINE, DLOPS)
             if name in servers
         ),
         Subject(
@@ -444,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
         for workers in settings.workers:
             factories = _server_factories(settings, workers, home, scratch)
             servers = {name: make() for name, make in factories.items()}
+            for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean")):
+                servers[name] = seed_server(scratch, workers, app=app, subject=name)
             if baseline is not None:
                 servers[BASELINE] = dlops_server(
                     baseline_home,
@@ -488,6 +492,8 @@ def main(argv: list[str] | None = None) -> None:
             "ratios": report.ratios(summary, runs, DLOPS, SEED),
             "batch_ratios": report.ratios(summary, runs, BATCH_SUBJECT, DLOPS),
             "baseline_ratios": report.ratios(summary, runs, DLOPS, BASELINE) if baseline else [],
+            "lean_ratios": report.ratios(summary, runs, DLOPS, LEAN),
+            "floor_ratios": report.ratios(summary, runs, DLOPS, FLOOR),
             "baseline_vs_seed": report.ratios(summary, runs, BASELINE, SEED) if baseline else [],
         },
         "baseline": {"ref": baseline["ref"], "commit": baseline["commit"]} if baseline else None,
