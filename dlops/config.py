@@ -7,7 +7,11 @@ stops start-up with a message naming the variable, instead of surfacing later as
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where they are built: this module is read before them
+    from dlops.core import CoreLimits
+    from dlops.http_guard import HttpLimits
 
 MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model store entry
 DEFAULT_MODEL_NAME = "binary_classifier_3"
@@ -94,7 +98,7 @@ HEAD_TIMEOUT_SECONDS = _positive_int("DLOPS_HEADER_TIMEOUT_SECONDS", 10)
 MAX_CONNECTIONS = _positive_int("DLOPS_MAX_CONNECTIONS", 256)
 
 
-def core_limits() -> Any:
+def core_limits() -> CoreLimits:
     """The request core's limits (dlops/core.py) from the settings above."""
     from dlops.core import CoreLimits
     from dlops.decode import DecodeLimits
@@ -110,7 +114,7 @@ def core_limits() -> Any:
     )
 
 
-def http_limits() -> Any:
+def http_limits() -> HttpLimits:
     """The HTTP limits (dlops/http_guard.py) from the settings above."""
     from dlops.http_guard import HttpLimits
 

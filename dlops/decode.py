@@ -148,9 +148,12 @@ def decode_cost(image: Image.Image, reduction: int) -> int:
     if image.format == "JPEG":
         scale = _jpeg_scale(width, height, reduction)
         decoded = -(-width // scale) * -(-height // scale) * _pixel_bytes(image.mode)
+        # What draft's scale leaves of the reduction is done by reduce(), a smaller copy.
+        remaining = reduction // scale
+        copy = decoded // (remaining * remaining) if remaining > 1 else 0
         if image.info.get("progressive"):
             decoded += width * height * len(image.getbands()) * COEFFICIENT_BYTES
-        return decoded
+        return decoded + copy
     # Other formats decode at full size; reduce() then makes a copy 1/reduction² as large, from
     # a converted copy for the modes it cannot average.
     full = width * height * _pixel_bytes(image.mode)

@@ -184,16 +184,9 @@ class RelativeRedirect:
         self.headers = [(b"location", location.encode()), (b"content-length", b"0")]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != self.path
-            or scope["method"]
-            not in (
-                "GET",
-                "HEAD",
-            )
-        ):
-            await self.app(scope, receive, send)
+        is_page_request = scope["type"] == "http" and scope["path"] == self.path
+        if is_page_request and scope["method"] in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 307, "headers": self.headers})
+            await send({"type": "http.response.body", "body": b""})
             return
-        await send({"type": "http.response.start", "status": 307, "headers": self.headers})
-        await send({"type": "http.response.body", "body": b""})
+        await self.app(scope, receive, send)

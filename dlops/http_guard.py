@@ -61,7 +61,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             GuardedHttpToolsProtocol.sweeping = True
             self.loop.call_later(SWEEP_SECONDS, self._sweep, self.loop)
         self._refusal: tuple[HTTPStatus, str] | None = None
-        self._awaiting_head = False
         if len(self.connections) > self.limits.max_connections:
             longest_waiting = next(iter(self.awaiting), None)
             if longest_waiting is None:
@@ -79,8 +78,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_awaiting_head()
         super().connection_lost(exc)
 
+    @property
+    def _awaiting_head(self) -> bool:
+        return self in self.awaiting
+
     def _start_awaiting_head(self) -> None:
-        self._awaiting_head = True
         self._received_for_head = 0  # bytes received since the head began
         self._head_size = 0  # the request line's and headers' bytes, as parsed
         self._header_count = 0
@@ -146,8 +148,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._awaiting_head = False
-        self.awaiting.pop(self, None)
+        self._stop_awaiting_head()
         if self._refusal is None:  # a refused request never reaches the app
             super().on_headers_complete()
 

@@ -27,6 +27,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from dlops.config import MODEL_FILE_NAME
+from dlops.spec import SPEC_FILE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 CODE = [
     ROOT / "import_model.py",
@@ -86,7 +89,7 @@ def fingerprint(model_path: Path, name: str) -> dict[str, Any] | None:
         "model": str(model_path.resolve()),
         "beside": beside,
         "latest": latest,
-        "entry": _files(entries / latest, ["model.onnx", "model.yaml", "spec.json"]),
+        "entry": _files(entries / latest, [MODEL_FILE_NAME, "model.yaml", SPEC_FILE_NAME]),
         "code": code.hexdigest(),
         "python": sys.version,
         "libraries": [_release(package) for package in LIBRARIES],

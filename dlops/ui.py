@@ -6,9 +6,10 @@ another origin, so the page works offline), served by a small Starlette app that
 mounts with ``@bentoml.asgi_app(ui_app, path="/ui")``. The page posts to ``/predict`` on the same
 origin like any other client, so it exercises the real API and shows its real errors.
 
-``/ui`` reaches the page through Starlette's slash redirect to ``/ui/`` (a mount only matches
-below its prefix), which the page needs anyway: its assets and ``../predict`` are relative URLs,
-so it keeps working under a path prefix or a proxy. ``model.json`` tells the page which model
+``/ui`` reaches the page through a relative redirect to ``ui/`` (dlops/direct_route.py's
+``RelativeRedirect``: a mount only matches below its prefix), which the page needs anyway: its
+assets and ``../predict`` are relative URLs, so it keeps working under a path prefix or a
+proxy. ``model.json`` tells the page which model
 it serves: its name, labels and whether it takes drawn digits.
 """
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import struct
 import time
 import zlib
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bench.hostile import exchange
 from tests.conftest import FIXTURES, Server
 
 DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
@@ -178,16 +178,9 @@ def test_chunked_body_over_the_cap(client: httpx.Client) -> None:
 
 def raw_exchange(port: int, request: bytes) -> tuple[int, dict]:
     """Send bytes on a fresh socket and read one HTTP response: (status, JSON body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(request)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            reply += connection.recv(65536)
-        head, _, body = reply.partition(b"\r\n\r\n")
-        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
-        while len(body) < length:
-            body += connection.recv(65536)
-    return int(head.split(b" ")[1]), json.loads(body)
+    answer = exchange(f"http://127.0.0.1:{port}", request, timeout=30)
+    assert answer.status is not None, f"no answer: {answer.body!r}"
+    return answer.status, json.loads(answer.body)
 
 
 def test_oversized_upload_is_refused_before_it_is_read(server: Server) -> None:
