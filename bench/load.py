@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.placement import pinned_to
+
 BOUNDARY = "dlopsbench8c1f6b2a5e9d"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 REQUEST_TIMEOUT_SECONDS = 20  # hey's per-request timeout; a slower answer counts as an error
@@ -126,8 +128,10 @@ def run_hey(
     requests: int,
     concurrency: int,
     content_type: str = CONTENT_TYPE,
+    cpus: tuple[int, ...] | None = None,
 ) -> LoadResult:
-    """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections."""
+    """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections;
+    ``cpus``: the CPUs hey may run on (None: any)."""
     command = [
         hey,
         *("-n", str(requests), "-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
@@ -140,6 +144,7 @@ def run_hey(
         text=True,
         check=False,
         timeout=60 + requests / SLOWEST_EXPECTED_RPS,
+        preexec_fn=pinned_to(cpus),
     )
     if result.returncode != 0:
         raise RuntimeError(f"hey failed ({result.returncode}): {result.stderr.strip()}")

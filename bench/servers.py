@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.placement import pinned_to
 from dlops.spec import SPEC_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +73,10 @@ class Server:
         log_path: Path,
         root_role: str,
         cwd: Path = ROOT,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         self.subject = subject
+        self.cpus = cpus  # the CPUs its whole tree may run on (None: any), see bench/placement.py
         self.cwd = cwd  # the source tree it serves: this checkout unless a baseline's
         self.argv = argv
         self.env = env
@@ -94,6 +97,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=pinned_to(self.cpus),
             )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -296,6 +300,7 @@ def dlops_server(
     extra_env: dict[str, str],
     tree: Path = ROOT,
     subject: str = "dlops",
+    cpus: tuple[int, ...] | None = None,
 ) -> Server:
     """`bentoml serve` as `make serve` runs it; bound to loopback, which make leaves to BentoML.
 
@@ -310,6 +315,7 @@ def dlops_server(
         log_path=log_dir / f"{subject.replace('@', '-')}-{port}.log",
         root_role="arbiter",
         cwd=tree,
+        cpus=cpus,
     )
 
 
@@ -375,6 +381,7 @@ def seed_server(
     app: str = "bench.seed_app:app",
     extra_env: dict[str, str] | None = None,
     subject: str = "seed",
+    cpus: tuple[int, ...] | None = None,
 ) -> Server:
     """The seed app under uvicorn as the article serves it; /docs is its first page to answer."""
     port = free_port()
@@ -387,4 +394,5 @@ def seed_server(
         ready_path="/docs",
         log_path=log_dir / f"{subject}-{port}.log",
         root_role="uvicorn" if workers == 1 else "supervisor",
+        cpus=cpus,
     )
