@@ -108,6 +108,7 @@ class DirectRoute:
         self.path = path
         self.read = read
         self.handler = handler
+        self._bound: Callable[..., Awaitable[Any]] | None = None  # on the service, once it is up
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -139,7 +140,9 @@ class DirectRoute:
             )
 
     async def answer(self, request: Request) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        handler = getattr(bentoml.get_current_service(), self.handler)
+        handler = self._bound
+        if handler is None:
+            handler = self._bound = getattr(bentoml.get_current_service(), self.handler)
         try:
             # Most requests carry no query: parsing an empty one would cost a few µs each.
             query = request.scope.get("query_string")

@@ -57,6 +57,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # uvicorn logs access when "uvicorn.access" has a handler anywhere up its tree (BentoML
+        # gives the root one), and formats each line's arguments before the level discards it.
+        self.access_log = self.access_log and self.access_logger.isEnabledFor(logging.INFO)
         if not GuardedHttpToolsProtocol.sweeping:
             GuardedHttpToolsProtocol.sweeping = True
             self.loop.call_later(SWEEP_SECONDS, self._sweep, self.loop)

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from dlops.compat import histogram_counters
 
@@ -31,6 +31,10 @@ FLUSH_SECONDS = 1.0
 
 
 class RouteMetrics:
+    """Requests answered by a direct route. Each is counted at once, so that a scrape of any
+    worker counts every request of all; their latencies are tallied like the per-image figures
+    of ``PredictionMetrics`` (written every FLUSH_SECONDS and before this worker's scrape)."""
+
     def __init__(self) -> None:
         from prometheus_client import Counter, Histogram
 
@@ -46,28 +50,38 @@ class RouteMetrics:
             buckets=LATENCY_BUCKETS,
         )
         # labels() costs more than the increment itself; the label sets are few and fixed.
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._latencies: dict[str, _Tally] = {}
+        self._lock = threading.Lock()
+        flush_periodically(self)
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         key = (path, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self._requests.labels(path=path, status=str(status)),
-                self._seconds.labels(path=path),
-            )
-            self._children[key] = children
-        counter, histogram = children
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._requests.labels(path=path, status=str(status))
+            self._counters[key] = counter
         counter.inc()
-        histogram.observe(seconds)
+        with self._lock:
+            latencies = self._latencies.get(path)
+            if latencies is None:
+                latencies = _Tally(self._seconds.labels(path=path), LATENCY_BUCKETS)
+                self._latencies[path] = latencies
+            latencies.observe(seconds)
+
+    def flush(self) -> None:
+        with self._lock:
+            for latencies in self._latencies.values():
+                latencies.flush()
 
 
 class _Tally:
     """Observations of one histogram, counted in the worker and written to its storage in bulk.
 
     In Prometheus multiprocess mode (BentoML's workers) every increment is a locked write to a
-    memory-mapped file, ~1 µs: observing each image's stages and probability one by one cost
-    ~7 µs an image, a fifth of /predict_batch's throughput. Counting here costs a bisect.
+    memory-mapped file and a getpid() system call: observing each image's stages and probability
+    one by one cost ~7 µs an image, a fifth of /predict_batch's throughput. Counting here costs a
+    bisect.
     """
 
     def __init__(self, histogram: Any, buckets: tuple[float, ...]) -> None:
@@ -135,7 +149,7 @@ class PredictionMetrics:
         )
         # Requests are answered on the event loop and on worker threads (large uploads).
         self._lock = threading.Lock()
-        threading.Thread(target=self._flush_periodically, name="metrics-flush", daemon=True).start()
+        flush_periodically(self)
 
     def prepared(self, decode_seconds: float, preprocess_seconds: float) -> None:
         with self._lock:
@@ -161,21 +175,42 @@ class PredictionMetrics:
                 self._predictions.labels(label=label).inc(count)
             self._label_counts.clear()
 
-    def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            self.flush()
+
+class _Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+_FLUSHED: list[_Flushable] = []
+
+
+def flush_periodically(metrics: _Flushable) -> None:
+    """Write ``metrics`` out every FLUSH_SECONDS, from one thread for all of them."""
+    _FLUSHED.append(metrics)
+    if len(_FLUSHED) == 1:
+        threading.Thread(target=_flush_every_period, name="metrics-flush", daemon=True).start()
+
+
+def _flush_every_period() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush_all()
+
+
+def flush_all() -> None:
+    for metrics in list(_FLUSHED):
+        metrics.flush()
 
 
 class FlushBeforeScrape:
-    """ASGI middleware: GET /metrics sees every prediction this worker has made so far."""
+    """ASGI middleware: GET /metrics sees every request and prediction this worker has
+    counted so far."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/metrics":
-            prediction_metrics().flush()
+            flush_all()
         await self.app(scope, receive, send)
 
 

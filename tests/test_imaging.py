@@ -146,6 +146,38 @@ def test_mnist_normalise_returns_an_mnist_digit_unchanged() -> None:
     np.testing.assert_array_equal(mnist_normalise(original), original)
 
 
+def _is_mnist_normalised_reference(pixels: np.ndarray, size: int = 28) -> bool:
+    """The fast path's test written plainly: ink peaks at >= 250, the nonzero pixels' box is
+    under 20 x 20, the centre of mass within one pixel of the middle."""
+    if pixels.max() < 250:
+        return False
+    rows, columns = np.nonzero(pixels)
+    if np.ptp(rows) >= 20 or np.ptp(columns) >= 20:
+        return False
+    weights = pixels.astype(np.float64)
+    row_com = (weights.sum(axis=1) * np.arange(size)).sum() / weights.sum()
+    column_com = (weights.sum(axis=0) * np.arange(size)).sum() / weights.sum()
+    return abs(row_com - size / 2) <= 1.0 and abs(column_com - size / 2) <= 1.0
+
+
+def test_the_fast_path_test_agrees_with_its_plain_statement() -> None:
+    rng = np.random.default_rng(13)
+    passed = 0
+    for _ in range(3000):
+        pixels = np.zeros((28, 28), np.uint8)
+        height, width = rng.integers(1, 23, 2)
+        top, left = rng.integers(0, 29 - height), rng.integers(0, 29 - width)
+        ink = rng.integers(0, 256, (height, width)) * (rng.random((height, width)) < 0.6)
+        pixels[top : top + height, left : left + width] = ink
+        if rng.random() < 0.5:
+            pixels[top + height // 2, left + width // 2] = 255
+        expected = pixels.any() and _is_mnist_normalised_reference(pixels)
+        assert imaging._is_mnist_normalised(pixels, 28) == expected, pixels
+        passed += expected
+    assert 30 < passed < 2970  # both answers were exercised
+    assert not imaging._is_mnist_normalised(np.zeros((28, 28), np.uint8), 28)
+
+
 def test_an_off_centre_mnist_digit_is_recentred_not_passed_through() -> None:
     shifted = np.zeros_like(three())
     shifted[3:, :-3] = three()[:-3, 3:]

@@ -14,6 +14,8 @@ A blank image raises ``NoInkError`` (422). No serving framework here.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from PIL import Image
 
@@ -376,17 +378,20 @@ def _is_mnist_normalised(pixels: np.ndarray, size: int) -> bool:
     The background must be exactly 0 (as in MNIST) for the bounding box to fit the box, so any
     noisy or dark-on-light picture goes through the full pipeline instead.
     """
-    if pixels.shape != (size, size) or pixels.max() < MNIST_MIN_PEAK:
+    if pixels.shape != (size, size):
         return False
-    # Row and column sums give the bounding box and the centre of mass in one pass each: this
-    # check runs on every MNIST-style request, so it is kept to a handful of numpy calls.
-    row_sums = pixels.sum(axis=1, dtype=np.int64)
-    column_sums = pixels.sum(axis=0, dtype=np.int64)
-    rows, columns = np.flatnonzero(row_sums), np.flatnonzero(column_sums)
+    # This runs on every MNIST-style request: three numpy calls, then C-level loops of Python
+    # (bytes.find, sum over map) over the 2 x size sums, cheaper in a served request than the
+    # numpy call per quantity it replaced.
+    row_sums = pixels.sum(axis=1, dtype=np.int64).tolist()
+    column_sums = pixels.sum(axis=0, dtype=np.int64).tolist()
+    rows, columns = bytes(map(bool, row_sums)), bytes(map(bool, column_sums))
     box = round(size * MNIST_BOX / MNIST_SIZE)
-    if rows[-1] - rows[0] >= box or columns[-1] - columns[0] >= box:
+    if rows.rfind(1) - rows.find(1) >= box or columns.rfind(1) - columns.find(1) >= box:
         return False
-    positions = np.arange(size)
-    total = float(row_sums.sum())
-    row_com, column_com = (row_sums @ positions) / total, (column_sums @ positions) / total
+    if pixels.max() < MNIST_MIN_PEAK:  # also rejects a blank picture, whose sums are all 0
+        return False
+    total = sum(row_sums)
+    row_com = sum(map(operator.mul, range(size), row_sums)) / total
+    column_com = sum(map(operator.mul, range(size), column_sums)) / total
     return abs(row_com - size / 2) <= 1.0 and abs(column_com - size / 2) <= 1.0
