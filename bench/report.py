@@ -120,6 +120,28 @@ def ratios(
     return result
 
 
+def scaling(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server's throughput at each worker count, and its efficiency: rps at W workers over
+    W times its rps at one worker, at the same concurrency (None without a 1-worker figure)."""
+    by_key = {(row["subject"], row["workers"], row["concurrency"]): row for row in summary}
+    rows = []
+    for (subject, workers, concurrency), row in by_key.items():
+        if subject not in SERVERS:
+            continue
+        one = by_key.get((subject, 1, concurrency))
+        rows.append(
+            {
+                "subject": subject,
+                "workers": workers,
+                "concurrency": concurrency,
+                "rps": row["rps"],
+                "p99_ms": row["p99_ms"],
+                "efficiency": row["rps"] / (workers * one["rps"]) if one else None,
+            }
+        )
+    return rows
+
+
 def summarise_ceiling(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians across the ceiling's rounds, the sweep's per batch size."""
     scalars = [key for key, value in rounds[0].items() if isinstance(value, float)]
@@ -202,8 +224,9 @@ def _load_table(data: dict[str, Any]) -> list[str]:
     ]
     if data["load"].get("lean_ratios"):
         lines.append(
-            f"{FLOOR} and {LEAN}: bench/floors.py under uvicorn (httptools, uvloop), raw ASGI: "
-            "the first reads the upload and answers a constant JSON; the second also cuts out "
+            f"{FLOOR} and {LEAN}: bench/floors.py under uvicorn (httptools, uvloop, no access "
+            "log), raw ASGI: the first reads the upload and answers a constant JSON; the second "
+            "also cuts out "
             "the multipart part, decodes it with Pillow and runs the model (one onnxruntime "
             "thread), no validation and no framework. dlops does more work per image (its "
             "preprocessing), so dlops / lean understates how close its path is to the work."
@@ -323,6 +346,48 @@ def _tree(entry: dict[str, Any], field: str, role: str | None = None) -> float:
     return sum(p[field] for p in entry["processes"] if role is None or p["role"] == role)
 
 
+def _scaling_section(data: dict[str, Any]) -> list[str]:
+    """Throughput per worker count and subject at the highest concurrency, with efficiency."""
+    rows = data.get("scaling", [])
+    if not rows:
+        return []
+    top = max(row["concurrency"] for row in rows)
+    workers = data["settings"]["workers"]
+    subjects = [name for name in SERVERS if any(row["subject"] == name for row in rows)]
+    by_key = {(row["subject"], row["workers"]): row for row in rows if row["concurrency"] == top}
+    lean = {
+        (r["workers"]): r for r in data["load"].get("lean_ratios", []) if r["concurrency"] == top
+    }
+    pinned = {entry["workers"]: entry["note"] for entry in data.get("placements", [])}
+    lines = [
+        f"At {top} clients; efficiency = rps at W workers / (W × rps at 1 worker).",
+        "",
+        "| subject | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in workers) + " |",
+        "| --- |" + " ---: |" * len(workers),
+    ]
+    for subject in subjects:
+        cells = []
+        for count in workers:
+            row = by_key.get((subject, count))
+            if row is None:
+                cells.append("")
+                continue
+            efficiency = row["efficiency"]
+            shown = f" ({efficiency:.0%})" if efficiency is not None and count > 1 else ""
+            cells.append(f"{_fmt(row['rps'], 0)}{shown}")
+        lines.append(f"| {subject} | " + " | ".join(cells) + " |")
+    if lean:
+        lines.append(
+            f"| **{DLOPS} / {LEAN}** | "
+            + " | ".join(
+                f"**{lean[w]['per_image_rate']:.2f}×**" if w in lean else "" for w in workers
+            )
+            + " |"
+        )
+    lines += ["", *(f"- {w} worker(s): {pinned[w]}" for w in workers if w in pinned)]
+    return lines
+
+
 def _workers_section(data: dict[str, Any]) -> list[str]:
     """Both servers at each worker count side by side: throughput, tail latency."""
     summary = {(r["subject"], r["workers"], r["concurrency"]): r for r in data["load"]["summary"]}
@@ -432,8 +497,11 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         f"over keep-alive connections, after {settings['warmup']} warm-up requests per server. "
         f"{settings['rounds']} round(s); in each round every concurrency runs every subject in "
         "turn (order rotating), so drift hits all alike; figures are medians across rounds. "
-        "hey runs on the same cores as the servers. rps counts 200 answers only; latencies "
-        "have hey's 0.1 ms resolution.",
+        + " ".join(
+            f"{entry['workers']} worker(s): {entry['note']}."
+            for entry in data.get("placements", [])
+        )
+        + " rps counts 200 answers only; latencies have hey's 0.1 ms resolution.",
         f"{BATCH_SUBJECT}: hey POSTs one body carrying {BATCH} copies of the same image in the "
         f"field `file` to `/predict_batch` of the same dlops server, "
         f"{settings['batch_requests']} requests per measurement at concurrency "
@@ -464,6 +532,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     ]
     if len(workers) > 1:
         lines += ["## Workers", "", *_workers_section(data), ""]
+        lines += ["## Scaling across workers", "", *_scaling_section(data), ""]
     lines += [
         "## Ceiling: the service's code in one process, no HTTP",
         "",

@@ -43,6 +43,7 @@ from bench import report
 from bench.ceiling import BATCH, measure_ceiling
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import container_image_size, machine_info
+from bench.placement import Placement, place
 from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, FLOOR, LEAN, SEED
 from bench.servers import (
     MAKE_SERVE,
@@ -93,6 +94,7 @@ class Settings:
     image: Path
     output: Path
     baseline: str | None = None
+    pin: bool = True
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -173,6 +175,13 @@ def parse_args(argv: list[str] | None) -> Settings:
         help=f"also serve dlops as it was at git REF (e.g. the commit before a change), as the "
         f"subject {BASELINE!r}, measured in the same rounds: before/after from one run",
     )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let servers and hey share every core (default: with W workers, when there are "
+        "more than W cores, servers run on W of them and hey on the rest, as taskset pins)",
+    )
     parser.add_argument("--image", type=Path, help="28x28 grayscale PNG (default: a fixture)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
@@ -204,6 +213,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         image=image.resolve(),
         output=args.output,
         baseline=args.baseline,
+        pin=args.pin,
     )
 
 
@@ -254,12 +264,16 @@ class Subject:
 
 
 def _server_factories(
-    settings: Settings, workers: int, home: Path, log_dir: Path
+    settings: Settings,
+    workers: int,
+    home: Path,
+    log_dir: Path,
+    cpus: tuple[int, ...] | None = None,
 ) -> dict[str, Callable[[], Server]]:
     env = {**settings.dlops_env, "DLOPS_WORKERS": str(workers)}
     return {
-        SEED: partial(seed_server, log_dir, workers),
-        DLOPS: partial(dlops_server, home, log_dir, env),
+        SEED: partial(seed_server, log_dir, workers, cpus=cpus),
+        DLOPS: partial(dlops_server, home, log_dir, env, cpus=cpus),
     }
 
 
@@ -283,6 +297,7 @@ def check_batch_answer(answer: Any, label: str) -> dict[str, Any]:
 def measure_load(
     settings: Settings,
     workers: int,
+    placement: Placement,
     servers: dict[str, Server],
     hey: str,
     body_path: Path,
@@ -318,7 +333,9 @@ def measure_load(
     for subject in subjects:
         # Proportional to the measurement, so a batch warm-up is not 64 times longer.
         requests = max(WARMUP_CONCURRENCY, settings.warmup * subject.requests // settings.requests)
-        run_hey(hey, subject.url, subject.body_path, requests, WARMUP_CONCURRENCY)
+        run_hey(
+            hey, subject.url, subject.body_path, requests, WARMUP_CONCURRENCY, cpus=placement.load
+        )
         log(f"{tag} warmed up {subject.name}")
     png = settings.image.read_bytes()
     levels = list(dict.fromkeys([*settings.concurrency, *settings.batch_concurrency]))
@@ -335,7 +352,14 @@ def measure_load(
         for concurrency in levels:
             present = [s for s in subjects if concurrency in s.concurrency]
             for subject in _rotated(present, round_index):
-                result = run_hey(hey, subject.url, subject.body_path, subject.requests, concurrency)
+                result = run_hey(
+                    hey,
+                    subject.url,
+                    subject.body_path,
+                    subject.requests,
+                    concurrency,
+                    cpus=placement.load,
+                )
                 runs.append(
                     {
                         "round": round_index + 1,
@@ -441,13 +465,19 @@ def main(argv: list[str] | None = None) -> None:
             import_model(baseline_home, tree / MODEL.relative_to(ROOT), tree=tree)
             baseline = {"ref": settings.baseline, "commit": commit, "tree": tree}
         measured = []
+        placements = []
         # One worker count after the other: two pairs of servers side by side would split the
         # shared libraries' pages four ways and blur the memory figures.
         for workers in settings.workers:
-            factories = _server_factories(settings, workers, home, scratch)
+            placement = place(workers, settings.pin)
+            placements.append({"workers": workers, **dataclasses.asdict(placement)})
+            cpus = placement.server
+            factories = _server_factories(settings, workers, home, scratch, cpus)
             servers = {name: make() for name, make in factories.items()}
             for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean")):
-                servers[name] = seed_server(scratch, workers, app=app, subject=name)
+                servers[name] = seed_server(
+                    scratch, workers, app=app, subject=name, cpus=cpus, access_log=False
+                )
             if baseline is not None:
                 servers[BASELINE] = dlops_server(
                     baseline_home,
@@ -455,15 +485,23 @@ def main(argv: list[str] | None = None) -> None:
                     {**settings.dlops_env, "DLOPS_WORKERS": str(workers)},
                     tree=baseline["tree"],
                     subject=BASELINE,
+                    cpus=cpus,
                 )
             with running(*servers.values()):
                 log(
-                    f"{workers} worker(s): "
+                    f"{workers} worker(s), {placement.note}: "
                     + ", ".join(f"{name} at {server.url}" for name, server in servers.items())
                 )
                 measured.append(
                     measure_load(
-                        settings, workers, servers, hey, body_path, batch_body_path, model_entry
+                        settings,
+                        workers,
+                        placement,
+                        servers,
+                        hey,
+                        body_path,
+                        batch_body_path,
+                        model_entry,
                     )
                 )
         cold_start = measure_cold_starts(settings, home, scratch)
@@ -497,6 +535,8 @@ def main(argv: list[str] | None = None) -> None:
             "baseline_vs_seed": report.ratios(summary, runs, BASELINE, SEED) if baseline else [],
         },
         "baseline": {"ref": baseline["ref"], "commit": baseline["commit"]} if baseline else None,
+        "placements": placements,
+        "scaling": report.scaling(summary),
         "memory": [entry for block in measured for entry in block["memory"]],
         "cold_start": cold_start,
         "image_size": container_image_size(),

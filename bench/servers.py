@@ -382,10 +382,17 @@ def seed_server(
     extra_env: dict[str, str] | None = None,
     subject: str = "seed",
     cpus: tuple[int, ...] | None = None,
+    access_log: bool = True,
 ) -> Server:
-    """The seed app under uvicorn as the article serves it; /docs is its first page to answer."""
+    """The seed app under uvicorn as the article serves it; /docs is its first page to answer.
+
+    ``access_log``: uvicorn's line per request, on by default as the article runs it; the floors
+    (bench/floors.py) run without it, since no server needs it to answer.
+    """
     port = free_port()
     argv = [str(BIN / "uvicorn"), app, "--workers", str(workers)]
+    if not access_log:
+        argv.append("--no-access-log")
     return Server(
         subject=subject,
         argv=[*argv, "--host", HOST, "--port", str(port)],
