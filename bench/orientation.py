@@ -885,6 +885,7 @@ def main(argv: list[str] | None = None) -> None:
                 extra_env={"LEAN_MODEL": str(model), "LEAN_SPEC": str(spec_path)},
                 subject=LEAN,
                 cpus=cpus,
+                access_log=False,
             ),
         }
         for workers, threads in settings.dlops:
