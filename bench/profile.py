@@ -1,0 +1,251 @@
+"""What stands between dlops and the floors: `python -m bench.profile [--py-spy PATH]`.
+
+Two measurements of the digit request, servers pinned to one core and hey to the others
+(bench/placement.py), all servers side by side:
+
+1. **CPU per request.** Each server's process tree's CPU time (user + system, from /proc) over a
+   run of hey at 16 clients, divided by the 200 answers: dlops, the lean floor and the HTTP floor
+   of bench/floors.py (no access log), in alternating rounds, medians. Unlike rps this does not
+   depend on how busy the load generator keeps the server.
+2. **Where dlops' time goes.** py-spy samples the dlops worker under the same load; each sample
+   is put in the first stage whose function is on its stack (``STAGES``, innermost stages
+   first), and a stage's share of the samples times dlops' CPU per request is its cost in µs.
+   py-spy is not a dependency of the service: pass ``--py-spy PATH`` or have it on PATH
+   (``uv pip install py-spy``); without it only the first part runs.
+
+Writes bench/results/profile.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.load import CONTENT_TYPE, ensure_hey, multipart_body, run_hey
+from bench.machine import machine_info
+from bench.placement import pinned_to, place
+from bench.report import DLOPS, FLOOR, LEAN, run_header
+from bench.run import default_image, log, running
+from bench.servers import Server, dlops_server, import_model, seed_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONCURRENCY = 16
+# (stage, functions that mark it): a sample belongs to the first stage with one of its
+# functions on the stack, so the innermost work is listed before what calls it.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("onnxruntime run", ("Session.run",)),
+    ("decode (Pillow)", ("load_reduced", "open_image")),
+    ("preprocessing (MNIST fast-path test, array)", ("Preprocessor.__call__",)),
+    ("metrics", ("PredictionMetrics.", "RouteMetrics.", "Core.metric_answers")),
+    ("postprocessing and the answer's JSON", ("Postprocessor.", "Core.answer", "dumps")),
+    ("core's own code (placement, budget, batching)", ("Core.",)),
+    ("reading the upload (body, multipart)", ("image_bytes",)),
+    ("writing the response (uvicorn, socket)", ("RequestResponseCycle.send",)),
+    (
+        "dlops' ASGI layers (route, deadline, drain, redirect)",
+        (
+            "DirectRoute.",
+            "RequestDeadline.",
+            "GracefulDrain.",
+            "InFlight.",
+            "RelativeRedirect.",
+            "FlushBeforeScrape.",
+        ),
+    ),
+    (
+        "uvicorn and httptools (parsing, tasks)",
+        ("HttpToolsProtocol.", "RequestResponseCycle.", "ProxyHeadersMiddleware."),
+    ),
+)
+OTHER = "event loop and the rest"
+
+
+def tree_cpu_seconds(server: Server) -> float:
+    assert server.process is not None
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def stage_of(frames: list[str]) -> str:
+    for stage, markers in STAGES:
+        if any(marker in frame for frame in frames for marker in markers):
+            return stage
+    return OTHER
+
+
+def stage_shares(raw: str) -> dict[str, float]:
+    """py-spy's raw output (``frame;frame;... count`` per line) -> each stage's share."""
+    counts: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[stage_of(stack.split(";"))] += int(count)
+    total = sum(counts.values())
+    return {stage: counts[stage] / total for stage, _ in (*STAGES, (OTHER, ()))} if total else {}
+
+
+def worker_pid(server: Server) -> int:
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    workers = [p for p in children if "worker" in " ".join(p.cmdline())]
+    if not workers:
+        raise RuntimeError("no BentoML worker under the dlops server")
+    return workers[0].pid
+
+
+def profile_dlops(
+    py_spy: str, server: Server, hey: str, body: Path, seconds: int, load_cpus: Any
+) -> str:
+    """py-spy's raw samples of the dlops worker while hey keeps it busy."""
+    load = subprocess.Popen(
+        [
+            *(hey, "-z", f"{seconds + 4}s", "-c", str(CONCURRENCY), "-m", "POST"),
+            *("-D", str(body), "-T", CONTENT_TYPE, server.url + "/predict"),
+        ],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=pinned_to(load_cpus),
+    )
+    try:
+        time.sleep(2)
+        with tempfile.NamedTemporaryFile(suffix=".txt") as output:
+            subprocess.run(
+                [
+                    *(py_spy, "record", "-p", str(worker_pid(server)), "-d", str(seconds)),
+                    *("-r", "400", "-f", "raw", "--nonblocking", "-o", output.name),
+                ],
+                check=True,
+                capture_output=True,
+                preexec_fn=pinned_to(load_cpus),
+            )
+            return Path(output.name).read_text()
+    finally:
+        load.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--seconds", type=int, default=10, help="py-spy's sampling time")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="path of py-spy")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    hey = ensure_hey()
+    machine = machine_info()
+    placement = place(1)
+    cpus = placement.server
+    with tempfile.TemporaryDirectory(prefix="dlops-profile-") as temporary:
+        scratch = Path(temporary)
+        body = scratch / "body.bin"
+        body.write_bytes(multipart_body(default_image().read_bytes()))
+        home = scratch / "bentoml"
+        import_model(home)
+        servers = {
+            DLOPS: dlops_server(home, scratch, {"DLOPS_WORKERS": "1"}, cpus=cpus),
+            LEAN: seed_server(scratch, 1, "bench.floors:lean", None, LEAN, cpus, False),
+            FLOOR: seed_server(scratch, 1, "bench.floors:http_floor", None, FLOOR, cpus, False),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in servers}
+        with running(*servers.values()):
+            log(placement.note)
+            for server in servers.values():
+                run_hey(hey, server.url + "/predict", body, 1000, CONCURRENCY, cpus=placement.load)
+            for round_index in range(args.rounds):
+                for name, server in servers.items():
+                    before = tree_cpu_seconds(server)
+                    result = run_hey(
+                        hey,
+                        server.url + "/predict",
+                        body,
+                        args.requests,
+                        CONCURRENCY,
+                        cpus=placement.load,
+                    )
+                    if result.non_200:
+                        raise RuntimeError(f"{name}: {result.statuses}")
+                    per_request = (tree_cpu_seconds(server) - before) / result.ok * 1e6
+                    samples[name].append(per_request)
+                    log(f"round {round_index + 1} {name}: {per_request:.0f} µs CPU per request")
+            raw = (
+                profile_dlops(args.py_spy, servers[DLOPS], hey, body, args.seconds, placement.load)
+                if args.py_spy
+                else ""
+            )
+    cpu = {name: statistics.median(values) for name, values in samples.items()}
+    shares = stage_shares(raw)
+    data = {
+        "command": shlex.join(["python", "-m", "bench.profile", *(argv or sys.argv[1:])]),
+        "machine": machine,
+        "placement": placement.note,
+        "concurrency": CONCURRENCY,
+        "cpu_us_per_request": cpu,
+        "cpu_samples": samples,
+        "stage_shares": shares,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    machine["load_average_1m_at_end"] = os.getloadavg()[0]
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "profile.json").write_text(json.dumps(data, indent=2) + "\n")
+    (args.output / "profile.md").write_text("\n".join(markdown(data)) + "\n")
+    log(f"wrote {args.output / 'profile.md'}")
+
+
+def markdown(data: dict[str, Any]) -> list[str]:
+    cpu = data["cpu_us_per_request"]
+    lines = [
+        "# What stands between dlops and the floors: the digit request",
+        "",
+        *run_header(data),
+        "",
+        f"{data['placement']}; hey at {data['concurrency']} clients. CPU per request: the "
+        "server tree's user + system time over the 200 answers of a run, median of the rounds.",
+        "",
+        "| server | CPU µs per request | requests per core-second |",
+        "| --- | ---: | ---: |",
+        *(f"| {name} | {value:,.0f} | {1e6 / value:,.0f} |" for name, value in cpu.items()),
+        "",
+        f"dlops / lean, as the inverse of CPU per request: **{cpu[LEAN] / cpu[DLOPS]:.2f}×**; "
+        f"dlops costs {cpu[DLOPS] - cpu[LEAN]:,.0f} µs a request more than lean, of which the "
+        f"HTTP floor's {cpu[FLOOR]:,.0f} µs are common to both.",
+        "",
+    ]
+    shares = data["stage_shares"]
+    if not shares:
+        return [*lines, "No profile: py-spy was not found (`--py-spy PATH`)."]
+    lines += [
+        "## Where dlops' time goes (py-spy, the worker's samples by stage)",
+        "",
+        "| stage | share of samples | ≈ µs per request |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {stage} | {share:.1%} | {share * cpu[DLOPS]:,.0f} |"
+            for stage, share in shares.items()
+        ),
+        "",
+        "A sample goes to the first stage in this order with a function on its stack; µs are "
+        "the share of dlops' CPU per request, so idle time and the kernel's share of a request "
+        "(socket work) are spread over the stages in proportion.",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    main()

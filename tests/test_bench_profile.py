@@ -1,0 +1,36 @@
+"""bench/profile.py's sorting of py-spy samples into stages: pure functions, in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.profile import OTHER, stage_of, stage_shares
+
+SERVE = "Server.run (uvicorn/server.py:86);RequestResponseCycle.run_asgi (uvicorn/x.py:1)"
+ROUTE = SERVE + ";DirectRoute.__call__ (dlops/direct_route.py:115)"
+
+
+def test_a_sample_goes_to_its_innermost_listed_stage() -> None:
+    infer = ROUTE + ";Core._infer (dlops/core.py:1);Session.run (onnxruntime/x.py:406)"
+    assert stage_of(infer.split(";")) == "onnxruntime run"
+    assert stage_of((ROUTE + ";Core._classify_files (dlops/core.py:2)").split(";")).startswith(
+        "core's own code"
+    )
+    assert stage_of(ROUTE.split(";")).startswith("dlops' ASGI layers")
+    assert stage_of(["Runner.run (asyncio/runners.py:118)"]) == OTHER
+
+
+def test_shares_count_the_samples_of_each_line() -> None:
+    raw = "\n".join(
+        [
+            f"{ROUTE};Session.run (onnxruntime/x.py:406) 3",
+            f"{ROUTE};load_reduced (dlops/decode.py:201) 1",
+            "Runner.run (asyncio/runners.py:118) 4",
+        ]
+    )
+    shares = stage_shares(raw)
+    assert shares["onnxruntime run"] == pytest.approx(0.375)
+    assert shares["decode (Pillow)"] == pytest.approx(0.125)
+    assert shares[OTHER] == pytest.approx(0.5)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert stage_shares("") == {}
