@@ -10,7 +10,9 @@ that every route behaves the same:
   stops its work at the next await; work on a thread stops at its next image (dlops/core.py).
 - the bytes of request bodies held at once by a worker are capped: a request reserves each
   chunk as it arrives and waits, unread (so the kernel applies backpressure to its client), while
-  others hold the cap. A client that trickles its body holds only what it has sent.
+  others hold the cap. A client that trickles its body holds only what it has sent; one request
+  that already holds part of its body may pass the cap, so that bodies read halfway cannot all
+  wait on each other.
 
 It replaces BentoML's ``TimeoutMiddleware`` (removed from BentoML's stack), which answered 504
 and kept every request's context alive until its timer expired.
@@ -38,23 +40,36 @@ SWEEP_SECONDS = 0.5
 
 
 class BodyAllowance:
-    """Bytes of request bodies a worker holds at once; waiters are woken as others finish."""
+    """Bytes of request bodies a worker holds at once; waiters are woken as others finish.
+
+    A request that holds part of its body and must wait for room for the rest would wait for
+    ever if every holder did the same (sixteen 3 MB batches against a 20 MiB allowance, each
+    read halfway). So the first such request to wait takes past the total instead, one request
+    at a time: the total is exceeded by at most one body, and that request can always finish.
+    """
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self._overdrawn: object | None = None  # the one request allowed past the total
 
-    def try_take(self, amount: int) -> bool:
+    def try_take(self, amount: int, holder: object | None = None) -> bool:
         # A request that holds nothing yet is let through even over the total, so that no
         # request waits for ever.
-        if self.used and self.used + amount > self.total:
+        over = self.used and self.used + amount > self.total
+        if over and (holder is None or holder is not self._overdrawn):
             return False
         self.used += amount
         return True
 
-    async def take(self, amount: int) -> None:
-        while not self.try_take(amount):
+    async def take(self, amount: int, holder: object | None = None, holding: bool = False) -> None:
+        """Wait for room for ``amount`` bytes of ``holder``'s body; ``holding``: it already holds
+        part of it (and may be the one request let past the total)."""
+        while not self.try_take(amount, holder):
+            if holding and holder is not None and self._overdrawn is None:
+                self._overdrawn = holder
+                continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -62,8 +77,10 @@ class BodyAllowance:
             finally:
                 self._waiters.remove(waiter)
 
-    def give_back(self, amount: int) -> None:
+    def give_back(self, amount: int, holder: object | None = None) -> None:
         self.used -= amount
+        if holder is not None and holder is self._overdrawn:
+            self._overdrawn = None
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -103,8 +120,8 @@ class InFlight:
         message = await self._receive()
         if message["type"] == "http.request":
             chunk = len(message.get("body", b""))
-            if not self.bodies.try_take(chunk):
-                await self.bodies.take(chunk)
+            if not self.bodies.try_take(chunk, self):
+                await self.bodies.take(chunk, self, holding=self.held > 0)
             self.held += chunk
             self.body_complete = not message.get("more_body", False)
         return message
@@ -144,7 +161,7 @@ class RequestDeadline:
         finally:
             self.pending.pop(request, None)
             if request.held:
-                self.bodies.give_back(request.held)
+                self.bodies.give_back(request.held, request)
 
     def _sweep(self) -> None:
         """Cancel the requests past their deadline that have not begun to answer."""

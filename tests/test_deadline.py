@@ -122,3 +122,49 @@ def test_a_finished_request_gives_its_body_back() -> None:
     exchange = Exchange([b"0123456789"])
     serve(answers_at_once, exchange, allowance)
     assert exchange.status == 200 and allowance.used == 0
+
+
+def test_bodies_read_halfway_cannot_all_wait_on_each_other() -> None:
+    """Four 60-byte bodies in 10-byte chunks against an allowance of 100: after the first
+    chunks, each holds part of its body and waits for room. One of them passes the total, ends,
+    gives its body back, and so on: all four are answered, none at the deadline."""
+
+    async def scenario() -> list[int]:
+        allowance = BodyAllowance(100)
+        middleware = RequestDeadline(answers_when_read, 5.0, allowance)
+        exchanges = [Exchange([b"0123456789"] * 6) for _ in range(4)]
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(middleware(SCOPE, exchange.receive, exchange.send) for exchange in exchanges)
+            ),
+            timeout=2.0,
+        )
+        assert allowance.used == 0
+        return [exchange.status for exchange in exchanges]
+
+    assert asyncio.run(scenario()) == [200, 200, 200, 200]
+
+
+def test_only_one_request_at_a_time_passes_the_total() -> None:
+    async def scenario() -> None:
+        allowance = BodyAllowance(10)
+        first, second = object(), object()
+        await allowance.take(6, first)
+        await allowance.take(4, second)
+        await allowance.take(5, first, holding=True)  # past the total: first is let through
+        assert allowance.used == 15
+        waiting = asyncio.create_task(allowance.take(5, second, holding=True))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # first is already past the total
+        allowance.give_back(11, first)
+        await waiting
+        assert allowance.used == 9
+
+    asyncio.run(scenario())
+
+
+async def answers_when_read(scope: Any, receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        await asyncio.sleep(0)  # the other requests' chunks arrive in between
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})

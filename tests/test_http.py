@@ -9,9 +9,11 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -389,6 +391,37 @@ def test_open_inference_routes_answer_a_trickled_body_with_408_too(
     assert list(body) == ["error"] and "did not arrive within 2 s" in body["error"]
     assert time.monotonic() - started < 10
     assert "POST /v2/models/binary_classifier_3/infer: 408 after 2 s" in impatient_server.log()
+
+
+def test_large_uploads_arriving_together_are_all_answered(model_home: Path, tmp_path: Path) -> None:
+    """Sixteen 0.9 MB batches at once against a 2 MiB body allowance: each is read in part before
+    the allowance runs out, so each holds some of it and waits for the rest. None may wait until
+    the deadline (dlops/deadline.py BodyAllowance)."""
+    noise = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    filler = buffer.getvalue()
+    files = [("file", ("three.png", ONE_THREE.read_bytes())), *[("file", ("n.png", filler))] * 3]
+    running = Server(
+        model_home,
+        tmp_path / "serve.log",
+        DLOPS_MAX_BODY_BYTES=str(1024 * 1024),
+        DLOPS_REQUEST_TIMEOUT_SECONDS="5",
+    )
+    try:
+        running.wait_ready()
+        with ThreadPoolExecutor(16) as clients:
+            answers = list(
+                clients.map(
+                    lambda _: httpx.post(f"{running.url}/predict_batch", files=files, timeout=30),
+                    range(16),
+                )
+            )
+        assert [answer.status_code for answer in answers] == [200] * 16, running.log()
+        assert all(answer.json()[0]["label"] == "3" for answer in answers)
+        assert "408" not in running.log()
+    finally:
+        running.stop()
 
 
 def test_metrics_add_up_across_workers(model_home: Path, tmp_path: Path) -> None:
