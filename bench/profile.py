@@ -7,9 +7,10 @@ Two measurements of the digit request, servers pinned to one core and hey to the
    run of hey at 16 clients, divided by the 200 answers: dlops, the lean floor and the HTTP floor
    of bench/floors.py (no access log), in alternating rounds, medians. Unlike rps this does not
    depend on how busy the load generator keeps the server.
-2. **Where dlops' time goes.** py-spy samples the dlops worker under the same load; each sample
-   is put in the first stage whose function is on its stack (``STAGES``, innermost stages
-   first), and a stage's share of the samples times dlops' CPU per request is its cost in µs.
+2. **Where the time goes.** py-spy samples the dlops worker, then the lean floor, under the same
+   load; each sample is put in the first stage whose function is on its stack (``STAGES``,
+   innermost stages first), and a stage's share of the samples times the server's CPU per request
+   is its cost in µs, side by side.
    py-spy is not a dependency of the service: pass ``--py-spy PATH`` or have it on PATH
    (``uv pip install py-spy``); without it only the first part runs.
 
@@ -47,22 +48,22 @@ CONCURRENCY = 16
 # functions on the stack, so the innermost work is listed before what calls it.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("onnxruntime run", ("Session.run",)),
-    ("decode (Pillow)", ("load_reduced", "open_image")),
-    ("preprocessing (MNIST fast-path test, array)", ("Preprocessor.__call__",)),
+    ("pixels to an array (Pillow's array interface)", ("Image.__array_interface__",)),
+    ("preprocessing (dlops: the MNIST fast-path test)", ("Preprocessor.__call__",)),
+    ("decode (Pillow)", ("load_reduced", "open_image", "Image.convert", "open (PIL/Image.py")),
     ("metrics", ("PredictionMetrics.", "RouteMetrics.", "Core.metric_answers")),
-    ("postprocessing and the answer's JSON", ("Postprocessor.", "Core.answer", "dumps")),
-    ("core's own code (placement, budget, batching)", ("Core.",)),
-    ("reading the upload (body, multipart)", ("image_bytes",)),
+    (
+        "postprocessing and the answer's JSON",
+        ("Postprocessor.", "Core.answer", "dumps", "DigitModel.answer"),
+    ),
+    ("dlops' core (placement, budget, batching)", ("Core.",)),
+    ("reading the upload (body, multipart)", ("image_bytes", "_body", "_first_part")),
     ("writing the response (uvicorn, socket)", ("RequestResponseCycle.send",)),
     (
-        "dlops' ASGI layers (route, deadline, drain, redirect)",
+        "the app's ASGI code (dlops: route, deadline, drain, redirect)",
         (
-            "DirectRoute.",
-            "RequestDeadline.",
-            "GracefulDrain.",
-            "InFlight.",
-            "RelativeRedirect.",
-            "FlushBeforeScrape.",
+            *("DirectRoute.", "RequestDeadline.", "GracefulDrain.", "InFlight."),
+            *("RelativeRedirect.", "FlushBeforeScrape.", "lean (bench/floors.py"),
         ),
     ),
     (
@@ -101,19 +102,16 @@ def stage_shares(raw: str) -> dict[str, float]:
     return {stage: counts[stage] / total for stage, _ in (*STAGES, (OTHER, ()))} if total else {}
 
 
-def worker_pid(server: Server) -> int:
+def serving_pid(server: Server) -> int:
+    """The process that answers requests: BentoML's worker, or uvicorn itself (one worker)."""
     assert server.process is not None
     children = psutil.Process(server.process.pid).children(recursive=True)
     workers = [p for p in children if "worker" in " ".join(p.cmdline())]
-    if not workers:
-        raise RuntimeError("no BentoML worker under the dlops server")
-    return workers[0].pid
+    return workers[0].pid if workers else server.process.pid
 
 
-def profile_dlops(
-    py_spy: str, server: Server, hey: str, body: Path, seconds: int, load_cpus: Any
-) -> str:
-    """py-spy's raw samples of the dlops worker while hey keeps it busy."""
+def profile(py_spy: str, server: Server, hey: str, body: Path, seconds: int, load_cpus: Any) -> str:
+    """py-spy's raw samples of the server's serving process while hey keeps it busy."""
     load = subprocess.Popen(
         [
             *(hey, "-z", f"{seconds + 4}s", "-c", str(CONCURRENCY), "-m", "POST"),
@@ -127,7 +125,7 @@ def profile_dlops(
         with tempfile.NamedTemporaryFile(suffix=".txt") as output:
             subprocess.run(
                 [
-                    *(py_spy, "record", "-p", str(worker_pid(server)), "-d", str(seconds)),
+                    *(py_spy, "record", "-p", str(serving_pid(server)), "-d", str(seconds)),
                     *("-r", "400", "-f", "raw", "--nonblocking", "-o", output.name),
                 ],
                 check=True,
@@ -184,13 +182,14 @@ def main(argv: list[str] | None = None) -> None:
                     per_request = (tree_cpu_seconds(server) - before) / result.ok * 1e6
                     samples[name].append(per_request)
                     log(f"round {round_index + 1} {name}: {per_request:.0f} µs CPU per request")
-            raw = (
-                profile_dlops(args.py_spy, servers[DLOPS], hey, body, args.seconds, placement.load)
+            shares = {
+                name: stage_shares(
+                    profile(args.py_spy, servers[name], hey, body, args.seconds, placement.load)
+                )
+                for name in (DLOPS, LEAN)
                 if args.py_spy
-                else ""
-            )
+            }
     cpu = {name: statistics.median(values) for name, values in samples.items()}
-    shares = stage_shares(raw)
     data = {
         "command": shlex.join(["python", "-m", "bench.profile", *(argv or sys.argv[1:])]),
         "machine": machine,
@@ -231,18 +230,23 @@ def markdown(data: dict[str, Any]) -> list[str]:
     if not shares:
         return [*lines, "No profile: py-spy was not found (`--py-spy PATH`)."]
     lines += [
-        "## Where dlops' time goes (py-spy, the worker's samples by stage)",
+        "## Where the time goes (py-spy, the serving process's samples by stage)",
         "",
-        "| stage | share of samples | ≈ µs per request |",
-        "| --- | ---: | ---: |",
-        *(
-            f"| {stage} | {share:.1%} | {share * cpu[DLOPS]:,.0f} |"
-            for stage, share in shares.items()
-        ),
+        f"| stage | {DLOPS} share | {DLOPS} ≈ µs | {LEAN} share | {LEAN} ≈ µs "
+        f"| {DLOPS} − {LEAN} µs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for stage in shares[DLOPS]:
+        mine, theirs = shares[DLOPS][stage], shares[LEAN][stage]
+        lines.append(
+            f"| {stage} | {mine:.1%} | {mine * cpu[DLOPS]:,.0f} | {theirs:.1%} "
+            f"| {theirs * cpu[LEAN]:,.0f} | {mine * cpu[DLOPS] - theirs * cpu[LEAN]:+,.0f} |"
+        )
+    lines += [
         "",
         "A sample goes to the first stage in this order with a function on its stack; µs are "
-        "the share of dlops' CPU per request, so idle time and the kernel's share of a request "
-        "(socket work) are spread over the stages in proportion.",
+        "a stage's share of the server's CPU per request, so the kernel's share of a request "
+        "(socket work, which py-spy does not see) is spread over the stages in proportion.",
     ]
     return lines
 

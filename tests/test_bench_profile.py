@@ -14,9 +14,9 @@ def test_a_sample_goes_to_its_innermost_listed_stage() -> None:
     infer = ROUTE + ";Core._infer (dlops/core.py:1);Session.run (onnxruntime/x.py:406)"
     assert stage_of(infer.split(";")) == "onnxruntime run"
     assert stage_of((ROUTE + ";Core._classify_files (dlops/core.py:2)").split(";")).startswith(
-        "core's own code"
+        "dlops' core"
     )
-    assert stage_of(ROUTE.split(";")).startswith("dlops' ASGI layers")
+    assert stage_of(ROUTE.split(";")).startswith("the app's ASGI code")
     assert stage_of(["Runner.run (asyncio/runners.py:118)"]) == OTHER
 
 
