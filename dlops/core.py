@@ -276,14 +276,21 @@ class Core:
         working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
         cost = decode_cost(image, reduction) + working
         try:
-            with self._reserved(cost, abandoned):
-                decoded = load_reduced(image, reduction)
-                decoded_at = time.perf_counter()
-                example = self.preprocessor(decoded)
+            if cost <= UNRESERVED_BYTES:  # fits in any budget's slack: nothing to hold
+                example, decoded_at = self._decoded_example(image, reduction)
+            else:
+                with self._holding(cost, abandoned, "image"):
+                    example, decoded_at = self._decoded_example(image, reduction)
         except ImageError as error:
             raise _client_error(error) from None
         self.metrics.prepared(decoded_at - started, time.perf_counter() - decoded_at)
         return example
+
+    def _decoded_example(self, image: Image.Image, reduction: int) -> tuple[np.ndarray, float]:
+        """The example and the moment its decoding ended."""
+        decoded = load_reduced(image, reduction)
+        decoded_at = time.perf_counter()
+        return self.preprocessor(decoded), decoded_at
 
     def _classify_files(
         self,

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import ExifTags, Image, PngImagePlugin
@@ -114,7 +113,7 @@ def open_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Imag
     """The image with its header read and checked against ``limits``, no pixel decoded."""
     if not data:
         raise NotAnImageError(f"the upload is empty (0 bytes); {EXPECTED_UPLOAD}")
-    with _image_errors(data, limits):
+    try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         _check_shape(*image.size, limits)
         if image.format == "JPEG" and image.info.get("progressive"):
@@ -125,6 +124,10 @@ def open_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Imag
                     "are decoded (an ordinary progressive JPEG has about 10): send it as a "
                     "baseline JPEG or a PNG"
                 )
+    except ImageError:
+        raise
+    except Exception as error:
+        raise image_error(error, data, limits) from error
     return image
 
 
@@ -200,7 +203,7 @@ def _jpeg_draft_size(width: int, height: int, reduction: int) -> tuple[int, int]
 
 def load_reduced(image: Image.Image, reduction: int) -> Image.Image:
     """Decode ``image`` shrunk by up to ``reduction`` (an integer factor), then upright it."""
-    with _image_errors(None, DEFAULT_LIMITS):
+    try:
         # Orientation lives in EXIF (JPEG, WebP, PNG's eXIf chunk or its older text form) or in
         # TIFF's own tags, read before reduce() makes a copy without them; skipping the EXIF
         # parse for uploads that carry none saves a tenth of the work of a small request.
@@ -224,43 +227,43 @@ def load_reduced(image: Image.Image, reduction: int) -> Image.Image:
         transpose = EXIF_TRANSPOSE.get(orientation)
         if transpose is not None:
             image = image.transpose(transpose)
+    except ImageError:
+        raise
+    except Exception as error:
+        raise image_error(error, None, DEFAULT_LIMITS) from error
     return image
 
 
-@contextmanager
-def _image_errors(data: bytes | None, limits: DecodeLimits) -> Iterator[None]:
-    """Pillow's many exceptions for hostile or damaged bytes, as ``ImageError``s."""
-    try:
-        yield
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+def image_error(error: Exception, data: bytes | None, limits: DecodeLimits) -> ImageError:
+    """Pillow's many exceptions for hostile or damaged bytes, as ``ImageError``s.
+
+    A function called from ``except``, not a context manager: on every request's path, a
+    generator-based ``with`` costs more than the work it guards for a small image.
+    """
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         # Pillow's own global limit fired first (the warning only arrives here as an exception
         # when the application made warnings errors); its message is the only place with the size.
         declared = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
-        raise ImageTooLargeError(
+        return ImageTooLargeError(
             f"the image has {size}, more than the limit of {limits.max_pixels:,} pixels; send a "
             "smaller picture"
-        ) from error
-    except Image.UnidentifiedImageError as error:
+        )
+    if isinstance(error, Image.UnidentifiedImageError):
         size = f" ({len(data):,} bytes)" if data is not None else ""
-        raise NotAnImageError(
+        return NotAnImageError(
             f"the upload{size} is not an image in a format this service reads; {EXPECTED_UPLOAD}"
-        ) from error
-    except ValueError as error:
-        if "MAX_TEXT" not in str(error):
-            raise _damaged() from error
-        raise ImageRefusedError(
+        )
+    if isinstance(error, ValueError) and "MAX_TEXT" in str(error):
+        return ImageRefusedError(
             f"the PNG carries more than {MAX_PNG_TEXT_BYTES // 1024:,} KiB of metadata in text "
             "(tEXt, zTXt, iTXt) or ICC-profile chunks, which the model never sees; send the "
             "image without it"
-        ) from error
-    except Exception as error:
-        # Pillow's format parsers raise whatever the hostile or damaged byte stream provokes
-        # (OSError, SyntaxError, EOFError, struct.error, IndexError, ...): to the client all of
-        # these mean the same thing.
-        raise _damaged() from error
+        )
+    # Pillow's format parsers raise whatever the hostile or damaged byte stream provokes
+    # (OSError, SyntaxError, EOFError, struct.error, IndexError, ...): to the client all of
+    # these mean the same thing.
+    return _damaged()
 
 
 def _damaged() -> NotAnImageError:

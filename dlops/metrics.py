@@ -14,11 +14,14 @@ import math
 import re
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dlops.compat import histogram_counters
 
+T = TypeVar("T")
 # Latency buckets from 0.5 ms (a digit PNG) to 10 s (a 40 MP photo), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 # A stage of one image takes from ~10 µs (inference of a digit) to seconds (decoding a photo).
@@ -52,6 +55,8 @@ class RouteMetrics:
         # labels() costs more than the increment itself; the label sets are few and fixed.
         self._counters: dict[tuple[str, int], Any] = {}
         self._latencies: dict[str, _Tally] = {}
+        # (path, seconds) of each request, counted at the next flush: an append is atomic.
+        self._observed: deque[tuple[str, float]] = deque()
         self._lock = threading.Lock()
         flush_periodically(self)
 
@@ -62,15 +67,16 @@ class RouteMetrics:
             counter = self._requests.labels(path=path, status=str(status))
             self._counters[key] = counter
         counter.inc()
-        with self._lock:
-            latencies = self._latencies.get(path)
-            if latencies is None:
-                latencies = _Tally(self._seconds.labels(path=path), LATENCY_BUCKETS)
-                self._latencies[path] = latencies
-            latencies.observe(seconds)
+        self._observed.append((path, seconds))
 
     def flush(self) -> None:
         with self._lock:
+            for path, seconds in _drained(self._observed):
+                latencies = self._latencies.get(path)
+                if latencies is None:
+                    latencies = _Tally(self._seconds.labels(path=path), LATENCY_BUCKETS)
+                    self._latencies[path] = latencies
+                latencies.observe(seconds)
             for latencies in self._latencies.values():
                 latencies.flush()
 
@@ -147,33 +153,47 @@ class PredictionMetrics:
             "request_entity_too_large, unsupported_media_type, unauthorized, ...)",
             ["kind"],
         )
-        # Requests are answered on the event loop and on worker threads (large uploads).
-        self._lock = threading.Lock()
+        # Observations wait here until the next flush counts them: requests are answered on the
+        # event loop and on worker threads, and an append is atomic where a tally is not.
+        self._prepared: deque[tuple[float, float]] = deque()
+        self._inferred: deque[tuple[float, list[float], list[str]]] = deque()
+        self._lock = threading.Lock()  # one flush at a time
         flush_periodically(self)
 
     def prepared(self, decode_seconds: float, preprocess_seconds: float) -> None:
-        with self._lock:
-            self._decode.observe(decode_seconds)
-            self._preprocess.observe(preprocess_seconds)
+        self._prepared.append((decode_seconds, preprocess_seconds))
 
     def inferred(self, seconds: float, probas: list[float], labels: list[str]) -> None:
         """One model call: its time, and each image's probability and (bounded) label."""
-        with self._lock:
-            self._infer.observe(seconds)
-            for proba, label in zip(probas, labels, strict=True):
-                self._label_counts[label] = self._label_counts.get(label, 0) + 1
-                self._proba.observe(proba)
+        self._inferred.append((seconds, probas, labels))
 
     def failed(self, kind: str) -> None:
         self._errors.labels(kind=kind).inc()  # rare: written at once
 
     def flush(self) -> None:
         with self._lock:
+            for decode_seconds, preprocess_seconds in _drained(self._prepared):
+                self._decode.observe(decode_seconds)
+                self._preprocess.observe(preprocess_seconds)
+            for seconds, probas, labels in _drained(self._inferred):
+                self._infer.observe(seconds)
+                for proba, label in zip(probas, labels, strict=True):
+                    self._label_counts[label] = self._label_counts.get(label, 0) + 1
+                    self._proba.observe(proba)
             for tally in (self._proba, self._decode, self._preprocess, self._infer):
                 tally.flush()
             for label, count in self._label_counts.items():
                 self._predictions.labels(label=label).inc(count)
             self._label_counts.clear()
+
+
+def _drained(pending: deque[T]) -> Iterator[T]:
+    """Every item of ``pending``, oldest first, while other threads may still append to it."""
+    while True:
+        try:
+            yield pending.popleft()
+        except IndexError:
+            return
 
 
 class _Flushable(Protocol):
