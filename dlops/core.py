@@ -216,7 +216,8 @@ class Core:
         ``stop_at_first_error``: for protocols where one bad file fails the whole request, the
         rest is neither decoded nor classified (nor counted).
         """
-        await self._model_ready()
+        if not self.loader.is_ready:  # checked here: a coroutine per request costs µs
+            await self._model_ready()
         opened = self._opened_if_cheap(files)
         if opened is not None:
             return self._classify_files(files, opened, stop_at_first_error, NEVER)
@@ -338,7 +339,7 @@ class Core:
         return outcome
 
     def _infer(self, batch: np.ndarray, items: list[int]) -> Outcome:
-        classifier = self.loader.get(timeout=0)  # loaded: the entry points waited for it
+        classifier = self.loader.loaded()  # the entry points waited for it
         started = time.perf_counter()
         probabilities = self.postprocessor.probabilities(classifier.run(batch))
         seconds = time.perf_counter() - started

@@ -132,6 +132,10 @@ class BackgroundLoader:
             raise ModelNotReady(f"the model failed to load ({self._failure})")
         raise ModelNotReady(f"the model is still loading after {timeout:.0f} s")
 
+    def loaded(self) -> Classifier:
+        """The classifier if it has loaded (ModelNotReady if not), without waiting."""
+        return self._outcome(0)
+
     def get(self, timeout: float) -> Classifier:
         """The classifier, waiting up to ``timeout`` seconds for it on this thread."""
         self._done.wait(timeout)
