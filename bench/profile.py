@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "the app's ASGI code (dlops: route, deadline, drain, redirect)",
         (
-            *("DirectRoute.", "RequestDeadline.", "GracefulDrain.", "InFlight."),
+            *("DirectRoute.", "DirectRoutes.", "RequestDeadline.", "GracefulDrain.", "InFlight."),
             *("RelativeRedirect.", "FlushBeforeScrape.", "lean (bench/floors.py"),
         ),
     ),
@@ -100,6 +102,33 @@ def stage_shares(raw: str) -> dict[str, float]:
             counts[stage_of(stack.split(";"))] += int(count)
     total = sum(counts.values())
     return {stage: counts[stage] / total for stage, _ in (*STAGES, (OTHER, ()))} if total else {}
+
+
+STAGE_SERIES = re.compile(
+    r'^dlops_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$', re.MULTILINE
+)
+
+
+def stage_totals(server: Server) -> dict[str, tuple[float, float]]:
+    """dlops' own stage timers (dlops/metrics.py) as scraped now: stage -> (seconds, count)."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, dict[str, float]] = {}
+    for kind, stage, value in STAGE_SERIES.findall(text):
+        totals.setdefault(stage, {})[kind] = float(value)
+    return {stage: (values["sum"], values["count"]) for stage, values in totals.items()}
+
+
+def timer_means_us(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Microseconds per observation of each stage between two scrapes."""
+    means = {}
+    for stage, (seconds, count) in after.items():
+        earlier_seconds, earlier_count = before.get(stage, (0.0, 0.0))
+        if count > earlier_count:
+            means[stage] = (seconds - earlier_seconds) / (count - earlier_count) * 1e6
+    return means
 
 
 def serving_pid(server: Server) -> int:
@@ -162,12 +191,14 @@ def main(argv: list[str] | None = None) -> None:
             FLOOR: seed_server(scratch, 1, "bench.floors:http_floor", None, FLOOR, cpus, False),
         }
         samples: dict[str, list[float]] = {name: [] for name in servers}
+        timers: list[dict[str, float]] = []
         with running(*servers.values()):
             log(placement.note)
             for server in servers.values():
                 run_hey(hey, server.url + "/predict", body, 1000, CONCURRENCY, cpus=placement.load)
             for round_index in range(args.rounds):
                 for name, server in servers.items():
+                    timed = stage_totals(server) if name == DLOPS else {}
                     before = tree_cpu_seconds(server)
                     result = run_hey(
                         hey,
@@ -181,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                         raise RuntimeError(f"{name}: {result.statuses}")
                     per_request = (tree_cpu_seconds(server) - before) / result.ok * 1e6
                     samples[name].append(per_request)
+                    if name == DLOPS:
+                        timers.append(timer_means_us(timed, stage_totals(server)))
                     log(f"round {round_index + 1} {name}: {per_request:.0f} µs CPU per request")
             shares = {
                 name: stage_shares(
@@ -198,6 +231,10 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_us_per_request": cpu,
         "cpu_samples": samples,
         "stage_shares": shares,
+        "dlops_timers_us": {
+            stage: statistics.median(round_[stage] for round_ in timers if stage in round_)
+            for stage in timers[0]
+        },
         "wall_seconds": time.perf_counter() - started,
     }
     machine["load_average_1m_at_end"] = os.getloadavg()[0]
@@ -226,6 +263,15 @@ def markdown(data: dict[str, Any]) -> list[str]:
         f"HTTP floor's {cpu[FLOOR]:,.0f} µs are common to both.",
         "",
     ]
+    timers = data["dlops_timers_us"]
+    lines += [
+        "dlops' own stage timers over the same runs (wall time in the worker, per image, "
+        "`dlops_stage_duration_seconds`): "
+        + ", ".join(f"{stage} {value:,.0f} µs" for stage, value in timers.items())
+        + f"; together {sum(timers.values()):,.0f} of its {cpu[DLOPS]:,.0f} µs. `infer` "
+        "includes the sigmoid.",
+        "",
+    ]
     shares = data["stage_shares"]
     if not shares:
         return [*lines, "No profile: py-spy was not found (`--py-spy PATH`)."]
@@ -246,7 +292,9 @@ def markdown(data: dict[str, Any]) -> list[str]:
         "",
         "A sample goes to the first stage in this order with a function on its stack; µs are "
         "a stage's share of the server's CPU per request, so the kernel's share of a request "
-        "(socket work, which py-spy does not see) is spread over the stages in proportion.",
+        "(socket work, which py-spy does not see) is spread over the stages in proportion. "
+        "py-spy's samples put more of dlops' time in onnxruntime than dlops' own `infer` timer "
+        "measures: read the stage estimates as shares, and the timers as the measurement.",
     ]
     return lines
 

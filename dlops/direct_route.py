@@ -79,13 +79,16 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         remove_bentoml_timeout(app)  # RequestDeadline, below, bounds every route's time
         if is_main:
             app = self.api_page(app)
-        for name in dir(self.inner):
-            route = getattr(getattr(self.inner, name), "__direct_route__", None)
-            if route is not None:
-                path, read = route
-                app = DirectRoute(app, path=path, read=read, handler=name)
+        # Inside the direct routes: a prediction passes no layer that is not its own.
         app = FlushBeforeScrape(app)
         app = RelativeRedirect(app, "/ui", "ui/")
+        routes = {}
+        for name in dir(self.inner):
+            marked = getattr(getattr(self.inner, name), "__direct_route__", None)
+            if marked is not None:
+                path, read = marked
+                routes[path] = DirectRoute(path, read, handler=name)
+        app = DirectRoutes(app, routes)
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
             app = ApiKeyGate(app, config.API_KEY)
         app = RequestDeadline(
@@ -101,19 +104,15 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
 
 
 class DirectRoute:
-    """ASGI middleware: ``POST path`` → ``await service_instance.<handler>(upload, top_k)``."""
+    """``POST path`` → ``await service_instance.<handler>(await read(request), top_k)``."""
 
-    def __init__(self, app: Any, path: str, read: Reader, handler: str) -> None:
-        self.app = app
+    def __init__(self, path: str, read: Reader, handler: str) -> None:
         self.path = path
         self.read = read
         self.handler = handler
         self._bound: Callable[..., Awaitable[Any]] | None = None  # on the service, once it is up
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
         started = time.perf_counter()
         status, payload, headers = await self.answer(Request(scope, receive))
         body = json.dumps(payload).encode()
@@ -171,6 +170,21 @@ class DirectRoute:
                 [],
             )
         return HTTPStatus.OK, result, []
+
+
+class DirectRoutes:
+    """ASGI middleware: ``POST`` to a direct route's path is that route's; the rest, ``app``'s."""
+
+    def __init__(self, app: Any, routes: dict[str, DirectRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        await route(scope, receive, send)
 
 
 class RelativeRedirect:

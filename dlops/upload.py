@@ -107,7 +107,8 @@ def _part_name(head: bytes) -> tuple[str, bool] | None:
 
     None when the part has no Content-Disposition header with a field name.
     """
-    simple = SIMPLE_PART_HEAD.match(head)
+    # The head begins after its boundary line's CRLF.
+    simple = SIMPLE_PART_HEAD.match(head, 2 if head.startswith(b"\r\n") else 0)
     if simple is not None:
         return simple.group(1).decode("utf-8", "replace"), simple.group(2) is not None
     return _part_name_parsed(head)

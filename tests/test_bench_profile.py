@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import OTHER, stage_of, stage_shares
+from bench.profile import OTHER, stage_of, stage_shares, timer_means_us
 
 SERVE = "Server.run (uvicorn/server.py:86);RequestResponseCycle.run_asgi (uvicorn/x.py:1)"
 ROUTE = SERVE + ";DirectRoute.__call__ (dlops/direct_route.py:115)"
@@ -34,3 +34,9 @@ def test_shares_count_the_samples_of_each_line() -> None:
     assert shares[OTHER] == pytest.approx(0.5)
     assert sum(shares.values()) == pytest.approx(1.0)
     assert stage_shares("") == {}
+
+
+def test_timer_means_are_the_growth_between_two_scrapes() -> None:
+    before = {"decode": (1.0, 1000.0), "infer": (2.0, 1000.0)}
+    after = {"decode": (1.5, 2000.0), "infer": (2.0, 1000.0), "preprocess": (0.1, 100.0)}
+    assert timer_means_us(before, after) == pytest.approx({"decode": 500.0, "preprocess": 1000.0})

@@ -28,13 +28,22 @@ TEXT = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_si
     filename=st.none() | TEXT,
     content_type=st.none() | st.sampled_from(["image/png", "application/octet-stream"]),
     header=st.sampled_from(["Content-Disposition", "content-disposition", "CONTENT-DISPOSITION"]),
+    after_boundary=st.sampled_from(["", "\r\n"]),
 )
-@example(name="file", filename="digit.png", content_type="image/png", header="Content-Disposition")
-@example(name='fi"le', filename="x", content_type=None, header="Content-Disposition")
+@example(
+    name="file",
+    filename="digit.png",
+    content_type="image/png",
+    header="Content-Disposition",
+    after_boundary="\r\n",
+)
+@example(
+    name='fi"le', filename="x", content_type=None, header="Content-Disposition", after_boundary=""
+)
 def test_a_part_head_reads_the_same_either_way(
-    name: str, filename: str | None, content_type: str | None, header: str
+    name: str, filename: str | None, content_type: str | None, header: str, after_boundary: str
 ) -> None:
-    head = f'{header}: form-data; name="{name}"'
+    head = f'{after_boundary}{header}: form-data; name="{name}"'
     if filename is not None:
         head += f'; filename="{filename}"'
     if content_type is not None:
@@ -44,10 +53,9 @@ def test_a_part_head_reads_the_same_either_way(
 
 
 def test_the_fast_reading_covers_what_clients_send() -> None:
-    curl = (
-        b'Content-Disposition: form-data; name="file"; filename="d.png"\r\nContent-Type: image/png'
-    )
-    assert SIMPLE_PART_HEAD.match(curl) is not None
+    disposition = b'Content-Disposition: form-data; name="file"; filename="d.png"'
+    curl = b"\r\n" + disposition + b"\r\nContent-Type: image/png"
+    assert SIMPLE_PART_HEAD.match(curl, 2) is not None
     assert _part_name(curl) == ("file", True)
     assert SIMPLE_CONTENT_TYPE.fullmatch("multipart/form-data; boundary=----WebKitFormBoundaryx7")
 
