@@ -8,11 +8,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on a server, and no GUI toolkit to import
-import matplotlib.pyplot as plt  # only after the backend is chosen
-
 from bench.ceiling import BATCH
 
 SEED, DLOPS = "seed", "dlops"
@@ -576,6 +571,13 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_plot(path: Path, data: dict[str, Any]) -> None:
+    # Imported here: matplotlib is a benchmark dependency (requirements/bench.txt), and the
+    # tests import this module's pure functions with the dev requirements alone.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server, and no GUI toolkit to import
+    import matplotlib.pyplot as plt  # only after the backend is chosen
+
     summary = data["load"]["summary"]
     concurrencies = sorted({row["concurrency"] for row in summary})
     several = len(data["settings"]["workers"]) > 1
