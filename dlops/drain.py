@@ -8,8 +8,8 @@ in its accept queue until that close resets them. And uvicorn closes a connectio
 accepted if the request has not been read yet.
 
 So each worker takes SIGTERM over from uvicorn: it first makes the shared socket drop new
-connection attempts (a socket filter: the clients' retries then meet a closed port and are
-refused), keeps serving until the kernel's accept queue is empty and the requests on those
+connection attempts (a socket filter on SYN: the clients' retries then meet a closed port and are
+refused; handshakes already under way complete), keeps serving until the kernel's accept queue is empty and the requests on those
 connections have begun, and only then lets uvicorn shut down as usual (finish what is in
 flight, close idle connections, exit). Meanwhile every response says ``Connection: close``.
 Linux only; elsewhere uvicorn's own handling is kept.
@@ -34,8 +34,22 @@ from dlops import config
 logger = logging.getLogger(config.LOGGER_NAME)
 
 SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
-# A classic BPF program of one instruction, "return 0": every packet to the socket is dropped.
-DROP_EVERY_PACKET = struct.pack("=HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, k=0
+# A classic BPF program that drops every segment with SYN set, i.e. every new connection attempt,
+# and keeps the rest. The rest matters: the client's last packet of a handshake under way when
+# the filter goes on also reaches the listening socket, and dropping it (as a filter of "drop
+# everything" did) left that connection half-open until the socket closed and reset it, while
+# its client already believed it was connected. Loads are relative to the TCP header.
+TCP_FLAGS_OFFSET = 13
+TCP_SYN = 0x02
+DROP_NEW_CONNECTIONS = b"".join(
+    struct.pack("=HBBI", code, jump_true, jump_false, k)
+    for code, jump_true, jump_false, k in (
+        (0x30, 0, 0, TCP_FLAGS_OFFSET),  # BPF_LD | BPF_B | BPF_ABS: the flags byte
+        (0x45, 0, 1, TCP_SYN),  # BPF_JMP | BPF_JSET | BPF_K: SYN set? next : skip one
+        (0x06, 0, 0, 0),  # BPF_RET | BPF_K: drop
+        (0x06, 0, 0, 0xFFFFFFFF),  # BPF_RET | BPF_K: keep the whole segment
+    )
+)
 # For a listening socket, Linux's TCP_INFO holds the accept queue's length in tcpi_unacked.
 TCP_INFO_UNACKED_OFFSET = 24
 TCP_INFO_SIZE = 104
@@ -67,9 +81,11 @@ def listening_sockets() -> list[socket.socket]:
 
 
 def stop_new_connections(listener: socket.socket) -> None:
-    """Drop connection attempts on a listening socket, keeping those already queued."""
-    program = (ctypes.c_ubyte * len(DROP_EVERY_PACKET)).from_buffer_copy(DROP_EVERY_PACKET)
-    sock_fprog = struct.pack("@HP", 1, ctypes.addressof(program))  # struct sock_fprog
+    """Drop connection attempts on a listening socket, keeping those already queued and letting
+    handshakes under way complete."""
+    program = (ctypes.c_ubyte * len(DROP_NEW_CONNECTIONS)).from_buffer_copy(DROP_NEW_CONNECTIONS)
+    instructions = len(DROP_NEW_CONNECTIONS) // 8
+    sock_fprog = struct.pack("@HP", instructions, ctypes.addressof(program))  # struct sock_fprog
     listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog)
 
 
