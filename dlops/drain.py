@@ -8,11 +8,11 @@ in its accept queue until that close resets them. And uvicorn closes a connectio
 accepted if the request has not been read yet.
 
 So each worker takes SIGTERM over from uvicorn: it first makes the shared socket drop new
-connection attempts (a socket filter on SYN: the clients' retries then meet a closed port and are
-refused; handshakes already under way complete), keeps serving until the kernel's accept queue is empty and the requests on those
-connections have begun, and only then lets uvicorn shut down as usual (finish what is in
-flight, close idle connections, exit). Meanwhile every response says ``Connection: close``.
-Linux only; elsewhere uvicorn's own handling is kept.
+connection attempts (a socket filter on SYN: the clients' retries then meet a closed port and
+are refused; handshakes already under way complete), keeps serving until the kernel's accept
+queue is empty and the requests on those connections have begun, and only then lets uvicorn
+shut down as usual (finish what is in flight, close idle connections, exit). Meanwhile every
+response says ``Connection: close``. Linux only; elsewhere uvicorn's own handling is kept.
 """
 
 from __future__ import annotations
