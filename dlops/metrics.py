@@ -10,6 +10,7 @@ single- or multi-process storage when it is first imported.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import re
 import threading
@@ -19,9 +20,11 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
+from dlops import config
 from dlops.compat import histogram_counters
 
 T = TypeVar("T")
+logger = logging.getLogger(config.LOGGER_NAME)
 # Latency buckets from 0.5 ms (a digit PNG) to 10 s (a 40 MP photo), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 # A stage of one image takes from ~10 µs (inference of a digit) to seconds (decoding a photo).
@@ -31,6 +34,9 @@ STAGE_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 0.01, 0.0
 PROBA_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # How stale another worker's per-image metrics may be in a scrape.
 FLUSH_SECONDS = 1.0
+# Observations queued between two flushes, at most: tens of seconds of a worker's busiest load.
+# Should the flush fall that far behind, the oldest are dropped rather than memory grow.
+MAX_PENDING = 100_000
 
 
 class RouteMetrics:
@@ -56,7 +62,7 @@ class RouteMetrics:
         self._counters: dict[tuple[str, int], Any] = {}
         self._latencies: dict[str, _Tally] = {}
         # (path, seconds) of each request, counted at the next flush: an append is atomic.
-        self._observed: deque[tuple[str, float]] = deque()
+        self._observed: deque[tuple[str, float]] = deque(maxlen=MAX_PENDING)
         self._lock = threading.Lock()
         flush_periodically(self)
 
@@ -155,8 +161,8 @@ class PredictionMetrics:
         )
         # Observations wait here until the next flush counts them: requests are answered on the
         # event loop and on worker threads, and an append is atomic where a tally is not.
-        self._prepared: deque[tuple[float, float]] = deque()
-        self._inferred: deque[tuple[float, list[float], list[str]]] = deque()
+        self._prepared: deque[tuple[float, float]] = deque(maxlen=MAX_PENDING)
+        self._inferred: deque[tuple[float, list[float], list[str]]] = deque(maxlen=MAX_PENDING)
         self._lock = threading.Lock()  # one flush at a time
         flush_periodically(self)
 
@@ -213,7 +219,10 @@ def flush_periodically(metrics: _Flushable) -> None:
 def _flush_every_period() -> None:
     while True:
         time.sleep(FLUSH_SECONDS)
-        flush_all()
+        try:
+            flush_all()
+        except Exception:  # the queues are bounded, but this thread must live on to drain them
+            logger.exception("writing the metrics out failed; retrying in %g s", FLUSH_SECONDS)
 
 
 def flush_all() -> None:
