@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -67,7 +67,6 @@ COST_AVERAGE_WEIGHT = 0.05
 MAX_LABELLED_CLASSES = 50
 CLASS_RANGES = 10
 NEVER = threading.Event()  # the abandoned flag of work that runs on the event loop
-NOTHING_RESERVED = nullcontext()
 
 
 @dataclass(frozen=True)
@@ -162,23 +161,23 @@ class Core:
         if body_bytes <= INLINE_MAX_BYTES:
             return parse()
 
-        def parse_within_budget(abandoned: threading.Event) -> T:
-            cost = body_bytes * PARSE_BYTES_PER_BODY_BYTE
-            with self._reserved(cost, abandoned, "request body"):
-                return parse()
+        cost = body_bytes * PARSE_BYTES_PER_BODY_BYTE
+        return await self._off_loop(
+            lambda abandoned: self._within_budget(cost, abandoned, "request body", parse)
+        )
 
-        return await self._off_loop(parse_within_budget)
-
-    def _reserved(
-        self, amount: int, abandoned: threading.Event, what: str = "image"
-    ) -> AbstractContextManager[None]:
-        """Hold ``amount`` bytes of the budget for the block; small work holds nothing.
+    def _within_budget(
+        self, amount: int, abandoned: threading.Event, what: str, work: Callable[[], T]
+    ) -> T:
+        """``work()`` holding ``amount`` bytes of the budget; small work holds nothing (and
+        skips the ``with``, which would cost a small request more than the check).
 
         ``what`` the work is for, as the refusal names it: "image" or "request body".
         """
         if amount <= UNRESERVED_BYTES:
-            return NOTHING_RESERVED
-        return self._holding(amount, abandoned, what)
+            return work()
+        with self._holding(amount, abandoned, what):
+            return work()
 
     @contextmanager
     def _holding(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
@@ -277,11 +276,9 @@ class Core:
         working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
         cost = decode_cost(image, reduction) + working
         try:
-            if cost <= UNRESERVED_BYTES:  # fits in any budget's slack: nothing to hold
-                example, decoded_at = self._decoded_example(image, reduction)
-            else:
-                with self._holding(cost, abandoned, "image"):
-                    example, decoded_at = self._decoded_example(image, reduction)
+            example, decoded_at = self._within_budget(
+                cost, abandoned, "image", lambda: self._decoded_example(image, reduction)
+            )
         except ImageError as error:
             raise _client_error(error) from None
         self.metrics.prepared(decoded_at - started, time.perf_counter() - decoded_at)
