@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from dlops import config
 from dlops.compat import bentoml_timeout_middleware, starlette_user_middleware
@@ -31,12 +31,25 @@ from dlops.errors import printable, send_json
 from dlops.metrics import prediction_metrics
 
 logger = logging.getLogger(config.LOGGER_NAME)
+K = TypeVar("K")
 
 
 # How often each worker looks for requests past their deadline: a deadline is kept to within
 # this. One sweep replaces a timer per request, whose arming and cancelling cost the digit
 # model's small requests a measurable share of their throughput.
 SWEEP_SECONDS = 0.5
+
+
+def past_deadline(deadlines: dict[K, float], now: float) -> list[K]:
+    """The keys of ``deadlines`` whose deadline is before ``now``. The dict is kept in deadline
+    order (a key is (re)inserted with the latest deadline), so the walk stops at the first key
+    still in time."""
+    late = []
+    for key, deadline in deadlines.items():
+        if deadline > now:
+            break
+        late.append(key)
+    return late
 
 
 class BodyAllowance:
@@ -166,13 +179,7 @@ class RequestDeadline:
     def _sweep(self) -> None:
         """Cancel the requests past their deadline that have not begun to answer."""
         assert self._loop is not None
-        now = self._loop.time()
-        late = []
-        for request, deadline in self.pending.items():
-            if deadline > now:
-                break
-            late.append(request)
-        for request in late:
+        for request in past_deadline(self.pending, self._loop.time()):
             del self.pending[request]
             if request.task is not None:
                 request.expired = True

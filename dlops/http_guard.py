@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from dlops import config
 from dlops.compat import use_uvicorn_http_protocol
+from dlops.deadline import past_deadline
 
 logger = logging.getLogger(config.LOGGER_NAME)
 # How often each worker looks for connections past their head timeout.
@@ -97,13 +98,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     @classmethod
     def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        late = []
-        for connection, deadline in cls.awaiting.items():
-            if deadline > now:
-                break
-            late.append(connection)
-        for connection in late:
+        for connection in past_deadline(cls.awaiting, loop.time()):
             connection._head_too_slow()
         loop.call_later(SWEEP_SECONDS, cls._sweep, loop)
 
