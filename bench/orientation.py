@@ -69,7 +69,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from PIL import Image
 
 from bench import report
@@ -84,7 +83,6 @@ from bench.servers import (
     Server,
     dlops_server,
     import_model,
-    process_tree,
     seed_server,
 )
 from dlops.decode import decode_image
@@ -440,18 +438,6 @@ def summarise_ceiling(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the HTTP subjects ----------------------------------------------------------------------------
 
 
-def _cpu_seconds(server: Server) -> float:
-    assert server.process is not None
-    total = 0.0
-    for process in process_tree(server.process.pid):
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 def check_answer(name: str, answer: Any, reference: dict[str, Any]) -> dict[str, Any]:
     """The subject's answer, once it is known to match the in-process pipeline's."""
     ranked = {item["label"]: item["proba"] for item in answer.get("top_k", [])}
@@ -534,7 +520,7 @@ def measure(
                 shift = round_index % len(names)
                 for name in names[shift:] + names[:shift]:
                     server = servers[name]
-                    cpu_before = _cpu_seconds(server)
+                    cpu_before = server.cpu_seconds()
                     result = run_hey(
                         hey,
                         server.url + route.path,
@@ -543,7 +529,7 @@ def measure(
                         concurrency,
                         cpus=load_cpus,
                     )
-                    cores = (_cpu_seconds(server) - cpu_before) / result.duration_s
+                    cores = (server.cpu_seconds() - cpu_before) / result.duration_s
                     runs.append(
                         {
                             "round": round_index + 1,

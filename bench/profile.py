@@ -35,14 +35,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.load import CONTENT_TYPE, ensure_hey, multipart_body, run_hey
 from bench.machine import machine_info
 from bench.placement import pinned_to, place
 from bench.report import DLOPS, FLOOR, LEAN, run_header
-from bench.run import default_image, log, running
-from bench.servers import Server, dlops_server, import_model, seed_server
+from bench.run import default_image, floor_servers, log, running
+from bench.servers import Server, dlops_server, import_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = 16
@@ -65,7 +63,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "the app's ASGI code (dlops: route, deadline, drain, redirect)",
         (
             *("DirectRoute.", "DirectRoutes.", "RequestDeadline.", "GracefulDrain.", "InFlight."),
-            *("RelativeRedirect.", "FlushBeforeScrape.", "lean (bench/floors.py"),
+            *("RelativeRedirect.", "FlushBeforeScrape.", "(bench/floors.py"),
         ),
     ),
     (
@@ -74,16 +72,6 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 OTHER = "event loop and the rest"
-
-
-def tree_cpu_seconds(server: Server) -> float:
-    assert server.process is not None
-    root = psutil.Process(server.process.pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        times = process.cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def stage_of(frames: list[str]) -> str:
@@ -131,14 +119,6 @@ def timer_means_us(
     return means
 
 
-def serving_pid(server: Server) -> int:
-    """The process that answers requests: BentoML's worker, or uvicorn itself (one worker)."""
-    assert server.process is not None
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    workers = [p for p in children if "worker" in " ".join(p.cmdline())]
-    return workers[0].pid if workers else server.process.pid
-
-
 def profile(py_spy: str, server: Server, hey: str, body: Path, seconds: int, load_cpus: Any) -> str:
     """py-spy's raw samples of the server's serving process while hey keeps it busy."""
     load = subprocess.Popen(
@@ -154,7 +134,7 @@ def profile(py_spy: str, server: Server, hey: str, body: Path, seconds: int, loa
         with tempfile.NamedTemporaryFile(suffix=".txt") as output:
             subprocess.run(
                 [
-                    *(py_spy, "record", "-p", str(serving_pid(server)), "-d", str(seconds)),
+                    *(py_spy, "record", "-p", str(server.serving_pid()), "-d", str(seconds)),
                     *("-r", "400", "-f", "raw", "--nonblocking", "-o", output.name),
                 ],
                 check=True,
@@ -187,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         import_model(home)
         servers = {
             DLOPS: dlops_server(home, scratch, {"DLOPS_WORKERS": "1"}, cpus=cpus),
-            LEAN: seed_server(scratch, 1, "bench.floors:lean", None, LEAN, cpus, False),
-            FLOOR: seed_server(scratch, 1, "bench.floors:http_floor", None, FLOOR, cpus, False),
+            **floor_servers(scratch, 1, cpus),
         }
         samples: dict[str, list[float]] = {name: [] for name in servers}
         timers: list[dict[str, float]] = []
@@ -199,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             for round_index in range(args.rounds):
                 for name, server in servers.items():
                     timed = stage_totals(server) if name == DLOPS else {}
-                    before = tree_cpu_seconds(server)
+                    before = server.cpu_seconds()
                     result = run_hey(
                         hey,
                         server.url + "/predict",
@@ -210,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     if result.non_200:
                         raise RuntimeError(f"{name}: {result.statuses}")
-                    per_request = (tree_cpu_seconds(server) - before) / result.ok * 1e6
+                    per_request = (server.cpu_seconds() - before) / result.ok * 1e6
                     samples[name].append(per_request)
                     if name == DLOPS:
                         timers.append(timer_means_us(timed, stage_totals(server)))

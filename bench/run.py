@@ -277,6 +277,14 @@ def _server_factories(
     }
 
 
+def floor_servers(log_dir: Path, workers: int, cpus: tuple[int, ...] | None) -> dict[str, Server]:
+    """The two floors of bench/floors.py under uvicorn, without its access log (the least work)."""
+    return {
+        name: seed_server(log_dir, workers, app=app, subject=name, cpus=cpus, access_log=False)
+        for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean"))
+    }
+
+
 def check_batch_answer(answer: Any, label: str) -> dict[str, Any]:
     """A record of /predict_batch's answer, once it is known to answer every image.
 
@@ -474,10 +482,7 @@ def main(argv: list[str] | None = None) -> None:
             cpus = placement.server
             factories = _server_factories(settings, workers, home, scratch, cpus)
             servers = {name: make() for name, make in factories.items()}
-            for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean")):
-                servers[name] = seed_server(
-                    scratch, workers, app=app, subject=name, cpus=cpus, access_log=False
-                )
+            servers.update(floor_servers(scratch, workers, cpus))
             if baseline is not None:
                 servers[BASELINE] = dlops_server(
                     baseline_home,

@@ -131,6 +131,26 @@ class Server:
         assert self.process is not None
         return sample_tree(self.process.pid, self.root_role)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, its reaped children's included) of every process of the
+        tree so far."""
+        assert self.process is not None
+        total = 0.0
+        for process in self._tree():
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
+
+    def serving_pid(self) -> int:
+        """The process that answers requests: BentoML's (first) worker, or the root itself
+        (uvicorn with one worker)."""
+        workers = [sample.pid for sample in self.samples()[1:] if sample.role == "worker"]
+        assert self.process is not None
+        return workers[0] if workers else self.process.pid
+
     def memory(self) -> list[ProcessMemory]:
         """RSS and PSS of every process in the tree; the first entry is the root."""
         measured = []

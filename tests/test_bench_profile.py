@@ -40,3 +40,10 @@ def test_timer_means_are_the_growth_between_two_scrapes() -> None:
     before = {"decode": (1.0, 1000.0), "infer": (2.0, 1000.0)}
     after = {"decode": (1.5, 2000.0), "infer": (2.0, 1000.0), "preprocess": (0.1, 100.0)}
     assert timer_means_us(before, after) == pytest.approx({"decode": 500.0, "preprocess": 1000.0})
+
+
+def test_the_lean_floors_own_code_is_its_asgi_stage() -> None:
+    app = SERVE + ";_floor.<locals>.app (bench/floors.py:160)"
+    assert stage_of(app.split(";")).startswith("the app's ASGI code")
+    answer = app + ";<lambda> (bench/floors.py:172);DigitModel.answer (bench/floors.py:140)"
+    assert stage_of(answer.split(";")).startswith("postprocessing")
