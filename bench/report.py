@@ -350,10 +350,8 @@ def _scaling_section(data: dict[str, Any]) -> list[str]:
     workers = data["settings"]["workers"]
     subjects = [name for name in SERVERS if any(row["subject"] == name for row in rows)]
     by_key = {(row["subject"], row["workers"]): row for row in rows if row["concurrency"] == top}
-    lean = {
-        (r["workers"]): r for r in data["load"].get("lean_ratios", []) if r["concurrency"] == top
-    }
-    pinned = {entry["workers"]: entry["note"] for entry in data.get("placements", [])}
+    lean = {r["workers"]: r for r in data["load"].get("lean_ratios", []) if r["concurrency"] == top}
+    placements = {entry["workers"]: entry["note"] for entry in data.get("placements", [])}
     lines = [
         f"At {top} clients; efficiency = rps at W workers / (W × rps at 1 worker).",
         "",
@@ -379,7 +377,7 @@ def _scaling_section(data: dict[str, Any]) -> list[str]:
             )
             + " |"
         )
-    lines += ["", *(f"- {w} worker(s): {pinned[w]}" for w in workers if w in pinned)]
+    lines += ["", *(f"- {w} worker(s): {placements[w]}" for w in workers if w in placements)]
     return lines
 
 
