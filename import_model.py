@@ -2,7 +2,7 @@
 
     python import_model.py [PATH] [--name NAME] [--labels "no 3,3"] [--size 224] ...
 
-The spec (input, preprocessing, labels, answer) is resolved by dlops/resolve.py from the graph,
+The spec (input, preprocessing, labels, answer) is resolved by dlops/resolve/ from the graph,
 ONNX metadata_props, sidecar files beside the model (labels.txt, index_to_name.json, config.json,
 preprocessor_config.json, each also as <model>.<name>) and these flags, highest first; it is
 printed with the source of every value and stored as spec.json with the model. Importing the
@@ -45,18 +45,17 @@ from dlops.resolve import (
     parse_size,
     resolve_spec,
 )
+from dlops.resolve.presets import MODES
 from dlops.spec import (
     ACTIVATIONS,
     COLORS,
-    INTERPOLATIONS,
     LAYOUTS,
-    MODES,
-    RESAMPLINGS,
     ModelSpec,
     SpecError,
     load_spec,
     save_spec,
 )
+from dlops.steps import INTERPOLATIONS, RESAMPLINGS, describe_steps
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "binary_classifier_3.onnx"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -149,7 +148,7 @@ def build_metadata(path: Path, resolution: Resolution) -> dict[str, Any]:
         "output_name": post.output,
         "classes": post.classes,
         "activation": post.activation,
-        "preprocess_mode": spec.preprocess.mode,
+        "preprocess_steps": describe_steps(spec.preprocess.steps),
         "labels": list(post.labels),
         "metrics": card_metrics(path),
     }
@@ -211,7 +210,12 @@ def spec_table(spec: ModelSpec) -> list[str]:
     for section in ("input", "preprocess", "postprocess"):
         for key, value in vars(getattr(spec, section)).items():
             dotted = f"{section}.{key}"
-            shown = "any" if dotted == "input.max_batch" and value is None else describe(value)
+            if dotted == "preprocess.steps":
+                shown = describe_steps(value)
+            elif dotted == "input.max_batch" and value is None:
+                shown = "any"
+            else:
+                shown = describe(value)
             rows.append((dotted, shown, spec.sources.get(dotted, "")))
     widths = [max(len(row[column]) for row in rows) for column in range(2)]
     return [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip() for row in rows]
@@ -267,8 +271,20 @@ def parser() -> argparse.ArgumentParser:
     answer.add_argument(
         "--activation", choices=ACTIVATIONS, help="applied to the output (default: detected)"
     )
+    answer.add_argument(
+        "--multi-label",
+        action="store_true",
+        default=None,
+        help="independent labels: every one with P >= threshold is answered (default: detected)",
+    )
     pre = cli.add_argument_group("preprocessing")
     pre.add_argument("--preset", choices=PRESETS, help="the starting point for the fields below")
+    pre.add_argument(
+        "--preprocess",
+        type=Path,
+        metavar="FILE",
+        help="the pipeline as steps, in JSON (default: <model>.preprocess.json if present)",
+    )
     pre.add_argument(
         "--mode", choices=MODES, help="digit: MNIST-style; resize-crop: shorter side, centre crop"
     )

@@ -33,7 +33,8 @@ from dlops.spec import SPEC_FILE_NAME
 ROOT = Path(__file__).resolve().parent.parent
 CODE = [
     ROOT / "import_model.py",
-    *(ROOT / "dlops" / name for name in ("resolve.py", "spec.py", "model_store.py", "config.py")),
+    *(ROOT / "dlops" / name for name in ("steps.py", "spec.py", "model_store.py", "config.py")),
+    *sorted((ROOT / "dlops" / "resolve").glob("*.py")),
     Path(__file__).resolve(),
 ]
 LIBRARIES = ("onnx", "onnxruntime", "bentoml")

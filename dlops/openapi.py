@@ -147,7 +147,7 @@ def example_answer(spec: ModelSpec) -> dict[str, Any]:
 
 
 def prediction_errors(spec: ModelSpec, *statuses: int) -> dict[str, Any]:
-    if spec.preprocess.mode != "digit":
+    if not spec.preprocess.is_digit:
         statuses = tuple(status for status in statuses if status != 422)
     return {str(status): error_response(*PREDICT_ERRORS[status]) for status in statuses}
 
@@ -288,7 +288,7 @@ def open_inference_paths(spec: ModelSpec, name: str, version: str) -> dict[str, 
             "408": error_response(*PREDICT_ERRORS[408]),
             "503": error_response(*PREDICT_ERRORS[503]),
         }
-        if spec.preprocess.mode == "digit":
+        if spec.preprocess.is_digit:
             infer_errors["422"] = error_response(*PREDICT_ERRORS[422])
         infer = {
             "post": {

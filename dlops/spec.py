@@ -1,6 +1,6 @@
 """The model spec: everything the service needs to know about a model, decided once at import.
 
-``import_model.py`` resolves it (dlops/resolve.py) and stores it as ``spec.json`` in the model's
+``import_model.py`` resolves it (dlops/resolve/) and stores it as ``spec.json`` in the model's
 entry of the BentoML model store; the service reads it back with :func:`load_spec` and never
 guesses at run time. No BentoML, onnx or onnxruntime here: the spec is plain data.
 """
@@ -13,22 +13,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlops.steps import Digit, Step, StepError, check_steps, steps_from_json, steps_to_json
+
 SPEC_FILE_NAME = "spec.json"
 # Bumped when the stored format changes in a way an older service could not read.
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 DTYPES = ("uint8", "float32", "float16")
 LAYOUTS = ("NCHW", "NHWC", "NHW")
-MODES = ("digit", "resize-crop", "resize")
 COLORS = ("RGB", "BGR", "L")
-# Pillow's resampling filters by the names torchvision, timm and Hugging Face use.
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-# How a resize samples: "pillow" (antialiased filters, torchvision's size and crop rules) or
-# "opencv" (cv2.resize: no antialiasing, sizes int(round()), crop offsets floored), the
-# convention of OpenCV-based training pipelines (PaddleOCR, PaddleClas).
-RESAMPLINGS = ("pillow", "opencv")
-OPENCV_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 ACTIVATIONS = ("sigmoid", "softmax", "none")
+# single: one class per image (argmax, or P(positive) against the threshold for one unit);
+# multi: independent labels, every one at or above the threshold is answered.
+TASKS = ("single", "multi")
 DEFAULT_TOP_K = 5
 
 
@@ -63,25 +60,26 @@ class InputSpec:
 class PreprocessSpec:
     """How a decoded image becomes one example of the input tensor.
 
-    ``digit``: today's MNIST pipeline (ink found on any background, fitted and centred by mass).
-    ``resize-crop``: shorter side to ``resize``, centre crop to height x width (torchvision).
-    ``resize``: stretched to height x width. Then pixels (0..255, in ``color`` order) become
+    The picture is converted to ``color`` (BGR: RGB with the channels reversed at the end), the
+    ``steps`` (dlops/steps.py) bring it to the input's size, then pixels (0..255) become
     ``(pixel * scale - mean) / std`` per channel, in the input's dtype.
     """
 
-    mode: str  # one of MODES
     color: str  # one of COLORS
-    resize: int | None  # resize-crop only: the shorter side before cropping
-    interpolation: str  # one of INTERPOLATIONS
+    steps: tuple[Step, ...]
     scale: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resampling: str = "pillow"  # one of RESAMPLINGS
 
     @property
     def is_identity(self) -> bool:
         """True when pixels reach the model as they are (no scaling or normalisation)."""
         return self.scale == 1.0 and not any(self.mean) and all(s == 1.0 for s in self.std)
+
+    @property
+    def is_digit(self) -> bool:
+        """The MNIST pipeline: the service's page and API then speak of drawn digits."""
+        return isinstance(self.steps[0], Digit)
 
 
 @dataclass(frozen=True)
@@ -96,12 +94,17 @@ class PostprocessSpec:
     classes: int  # K: the output's units per image (1 for a binary model)
     activation: str  # one of ACTIVATIONS; "none": the graph already ends in Softmax/Sigmoid
     labels: tuple[str, ...]
-    threshold: float | None  # binary models only
+    threshold: float | None  # binary and multi-label models
     top_k: int  # multi-class: how many classes an answer lists by default
+    task: str = "single"  # one of TASKS
 
     @property
     def is_binary(self) -> bool:
         return self.classes == 1
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.task == "multi"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class ModelSpec:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["preprocess"]["steps"] = steps_to_json(self.preprocess.steps)
         return {"spec_version": SPEC_VERSION, **data}
 
     def identity(self) -> dict[str, Any]:
@@ -135,6 +139,7 @@ class ModelSpec:
             preprocess = dict(data["preprocess"])
             preprocess["mean"] = tuple(preprocess["mean"])
             preprocess["std"] = tuple(preprocess["std"])
+            preprocess["steps"] = steps_from_json(preprocess["steps"], "preprocess.steps")
             postprocess = dict(data["postprocess"])
             postprocess["labels"] = tuple(postprocess["labels"])
             spec = cls(
@@ -143,7 +148,7 @@ class ModelSpec:
                 postprocess=PostprocessSpec(**postprocess),
                 sources=dict(data.get("sources", {})),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, StepError) as error:
             raise SpecError(f"the stored spec is incomplete or malformed ({error!r})") from None
         validate(spec)
         return spec
@@ -174,31 +179,16 @@ def validate(spec: ModelSpec) -> None:
     _require(
         source.max_batch in (None, 1), f"max_batch is {source.max_batch!r}; expected None or 1"
     )
-    _one_of(pre.mode, MODES, "preprocess mode")
     _one_of(pre.color, COLORS, "preprocess color")
-    _one_of(pre.interpolation, INTERPOLATIONS, "interpolation")
-    _one_of(pre.resampling, RESAMPLINGS, "resampling")
-    _require(
-        pre.resampling != "opencv" or pre.interpolation in OPENCV_INTERPOLATIONS,
-        f"opencv resampling offers {', '.join(OPENCV_INTERPOLATIONS)}, not {pre.interpolation}",
-    )
     _require(
         (pre.color == "L") == (source.channels == 1),
         f"color {pre.color} does not fit an input of {source.channels} channel(s): use L for "
         "one channel, RGB or BGR for three",
     )
-    if pre.mode == "digit":
-        _require(
-            source.channels == 1 and source.height == source.width,
-            "the digit preprocessing makes square one-channel images; the input is "
-            f"{source.channels}x{source.height}x{source.width}",
-        )
-    if pre.mode == "resize-crop":
-        _require(
-            pre.resize is not None and pre.resize >= max(source.height, source.width),
-            f"resize-crop resizes the shorter side to {pre.resize}, which must be at least the "
-            f"crop of {source.height}x{source.width}",
-        )
+    try:
+        check_steps(pre.steps, source.height, source.width, source.channels)
+    except StepError as error:
+        raise SpecError(f"preprocess.steps: {error}") from None
     _require(
         len(pre.mean) == source.channels and len(pre.std) == source.channels,
         f"mean {list(pre.mean)} and std {list(pre.std)} need {source.channels} value(s) each, "
@@ -213,8 +203,23 @@ def validate(spec: ModelSpec) -> None:
         "normalise them itself)",
     )
     _one_of(post.activation, ACTIVATIONS, "activation")
+    _one_of(post.task, TASKS, "task")
     _require(post.classes >= 1, f"classes is {post.classes}; expected at least 1")
-    if post.is_binary:
+    if post.is_multi_label:
+        _require(
+            post.classes >= 2 and len(post.labels) == post.classes,
+            f"a multi-label model needs one label per output unit; got {len(post.labels)} labels "
+            f"for {post.classes} units",
+        )
+        _require(
+            post.activation != "softmax",
+            "a multi-label model's units are independent: sigmoid or none, not softmax",
+        )
+        _require(
+            post.threshold is not None and 0.0 < post.threshold < 1.0,
+            f"threshold is {post.threshold!r}; expected a number between 0 and 1",
+        )
+    elif post.is_binary:
         _require(
             len(post.labels) == 2,
             f"a binary model (one output unit) needs 2 labels, negative then positive; got "
@@ -230,7 +235,10 @@ def validate(spec: ModelSpec) -> None:
             len(post.labels) == post.classes,
             f"{len(post.labels)} labels for {post.classes} classes; expected one label per class",
         )
-        _require(post.activation != "sigmoid", "sigmoid is for binary models (one output unit)")
+        _require(
+            post.activation != "sigmoid",
+            "sigmoid is for binary models (one output unit) and multi-label ones",
+        )
     _require(post.top_k >= 1, f"top_k is {post.top_k}; expected at least 1")
     _require(all(isinstance(label, str) for label in post.labels), "labels must be strings")
 

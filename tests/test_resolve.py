@@ -1,4 +1,4 @@
-"""dlops/resolve.py in-process: every source of the spec, their precedence, and every refusal."""
+"""dlops/resolve/ in-process: every source of the spec, their precedence, and every refusal."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dlops.resolve import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImportRefused,
     Overrides,
     Resolution,
@@ -23,7 +21,9 @@ from dlops.resolve import (
     parse_size,
     resolve_spec,
 )
+from dlops.resolve.presets import IMAGENET_MEAN, IMAGENET_STD
 from dlops.spec import ModelSpec
+from dlops.steps import Crop, Digit, Resize
 
 ImageShape = Sequence[int | str]
 
@@ -210,12 +210,8 @@ def test_float_rgb_nchw_gets_the_assumed_imagenet_defaults(model: Path) -> None:
     assert (spec.input.channels, spec.input.height, spec.input.width) == (3, 224, 224)
     assert spec.input.max_batch is None
     pre = spec.preprocess
-    assert (pre.mode, pre.resize, pre.interpolation, pre.color) == (
-        "resize-crop",
-        256,
-        "bilinear",
-        "RGB",
-    )
+    assert pre.steps == (Resize("shorter", 256, 256, "bilinear"), Crop(224, 224))
+    assert pre.color == "RGB"
     assert pre.scale == pytest.approx(1 / 255)
     assert (pre.mean, pre.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert spec.sources["preprocess.mean"] == "preset imagenet (assumed)"
@@ -223,22 +219,28 @@ def test_float_rgb_nchw_gets_the_assumed_imagenet_defaults(model: Path) -> None:
     assert resolution.input_shape == ("N", "3", "224", "224")
     assert (
         "nothing said how to preprocess this float32 RGB input, so the ImageNet defaults were "
-        "assumed (shorter side to 256, centre crop 224, bilinear, /255, ImageNet mean/std, RGB); "
-        "change them with --preset, --mode, --resize, --interpolation, --resampling, --color, "
-        "--scale, --mean, --std"
+        "assumed (resize shorter side to 256 (bilinear, pillow) → centre crop 224x224; /255; "
+        "ImageNet mean/std; RGB); change them with --preset, --mode, --resize, --interpolation, "
+        "--resampling, --color, --scale, --mean, --std, or a <model>.preprocess.json; to be sure, "
+        "import with --expect answers.json (the probabilities your own pipeline gives)"
     ) in resolution.notes
 
 
 @pytest.mark.parametrize(("size", "resize"), [(224, 256), (299, 341), (384, 438), (32, 36)])
 def test_imagenet_resize_follows_crop_pct(model: Path, size: int, resize: int) -> None:
     spec = spec_of(classifier(model, ("N", 3, size, size)))
-    assert spec.preprocess.resize == resize
+    assert spec.preprocess.steps[0] == Resize("shorter", resize, resize, "bilinear")
 
 
-def test_non_square_imagenet_input_crops_from_the_longer_side(model: Path) -> None:
-    resolution = resolve(classifier(model, ("N", 3, 192, 256)))
-    assert resolution.spec.preprocess.resize == 292
-    assert any("centre crop 192x256" in note for note in resolution.notes)
+def test_non_square_imagenet_input_follows_timm_not_the_longer_side(model: Path) -> None:
+    """Each side to floor(side / 0.875), then the crop (timm's rule for a non-square input): a
+    48x192 input keeps 7/8 of each side, where the shorter side to 219 kept a quarter of it."""
+    resolution = resolve(classifier(model, ("N", 3, 48, 192)))
+    assert resolution.spec.preprocess.steps == (
+        Resize("exact", 54, 219, "bilinear"),
+        Crop(48, 192),
+    )
+    assert any("resize to 54x219 (stretch)" in note for note in resolution.notes)
 
 
 def test_nhwc_float16(model: Path) -> None:
@@ -251,12 +253,15 @@ def test_nhwc_float16(model: Path) -> None:
 def test_uint8_rgb_takes_pixels_as_they_are(model: Path) -> None:
     resolution = resolve(classifier(model, ("N", 3, 64, 64), TensorProto.UINT8))
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.resize, pre.color) == ("resize-crop", 73, "RGB")
+    assert (pre.steps[0].height, pre.color) == (73, "RGB")
     assert (pre.scale, pre.mean, pre.std) == (1.0, (0.0,) * 3, (1.0,) * 3)
     assert resolution.spec.sources["preprocess.scale"].startswith("graph (uint8")
     notes = " | ".join(resolution.notes)
     assert "the ImageNet /255 and mean/std do not apply" in notes
-    assert "so the ImageNet defaults were assumed (shorter side to 73, centre crop 64" in notes
+    assert (
+        "defaults were assumed (resize shorter side to 73 (bilinear, pillow) → centre crop 64x64"
+        in notes
+    )
 
 
 def test_uint8_nhw_digit(model: Path) -> None:
@@ -264,9 +269,9 @@ def test_uint8_nhw_digit(model: Path) -> None:
     spec = resolution.spec
     assert (spec.input.layout, spec.input.channels) == ("NHW", 1)
     pre = spec.preprocess
-    assert (pre.mode, pre.color, pre.resize, pre.interpolation) == ("digit", "L", None, "lanczos")
+    assert (pre.steps, pre.color) == ((Digit(28),), "L")
     assert (pre.scale, pre.mean, pre.std) == (1.0, (0.0,), (1.0,))
-    assert spec.sources["preprocess.mode"] == "preset digit (one channel, 28x28)"
+    assert spec.sources["preprocess.steps"] == "preset digit (one channel, 28x28)"
     assert any("digit preprocessing was assumed" in note for note in resolution.notes)
     assert not any("ImageNet" in note for note in resolution.notes)
 
@@ -274,7 +279,12 @@ def test_uint8_nhw_digit(model: Path) -> None:
 def test_float_digit_assumes_zero_to_one(model: Path) -> None:
     resolution = resolve(classifier(model, ("N", 1, 28, 28), classes=10))
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.scale, pre.mean, pre.std) == ("digit", pytest.approx(1 / 255), (0,), (1,))
+    assert (pre.is_digit, pre.scale, pre.mean, pre.std) == (
+        True,
+        pytest.approx(1 / 255),
+        (0,),
+        (1,),
+    )
     assert any("pixel range is not declared, so /255" in note for note in resolution.notes)
 
 
@@ -282,9 +292,13 @@ def test_float_digit_assumes_zero_to_one(model: Path) -> None:
 def test_other_grayscale_inputs_get_grayscale_imagenet(model: Path, shape: ImageShape) -> None:
     resolution = resolve(classifier(model, shape))
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.color, pre.interpolation) == ("resize-crop", "L", "bilinear")
+    assert (pre.steps[-1], pre.color, pre.steps[0].interpolation) == (
+        Crop(*resolution.spec.input.shape()[-2:]),
+        "L",
+        "bilinear",
+    )
     assert (pre.scale, pre.mean, pre.std) == (pytest.approx(1 / 255), (0.0,), (1.0,))
-    assert resolution.spec.sources["preprocess.mode"] == "preset imagenet, grayscale (assumed)"
+    assert resolution.spec.sources["preprocess.steps"] == "preset imagenet, grayscale (assumed)"
     assert any("float32 grayscale input" in note for note in resolution.notes)
 
 
@@ -317,11 +331,16 @@ def test_other_ranks_are_not_images(model: Path, shape: ImageShape) -> None:
     assert "not an image input" in refusal(identity_model(model, TensorProto.FLOAT, shape))
 
 
-@pytest.mark.parametrize("shape", [["N", 5, 8, 8], ["N", "C", "H", "W"], ["N", 8, 8, 4]])
+@pytest.mark.parametrize("shape", [["N", 5, 8, 8], ["N", 8, 8, 4]])
 def test_no_channel_dimension(model: Path, shape: ImageShape) -> None:
     message = refusal(identity_model(model, TensorProto.FLOAT, shape))
     assert "not an image input" in message
     assert "1 or 3" in message
+
+
+def test_symbolic_dimensions_need_the_layout(model: Path) -> None:
+    message = refusal(identity_model(model, TensorProto.FLOAT, ["N", "C", "H", "W"]))
+    assert "does not say which dimension holds the channels; pass --layout NCHW" in message
 
 
 def test_ambiguous_layout_needs_the_flag(model: Path) -> None:
@@ -654,7 +673,7 @@ def test_top_k(model: Path) -> None:
 def test_threshold_is_for_binary_models(model: Path) -> None:
     classifier(model, classes=3)
     assert spec_of(model).postprocess.threshold is None
-    assert "--threshold is for binary models" in refusal(model, threshold=0.7)
+    assert "--threshold is for binary and multi-label models" in refusal(model, threshold=0.7)
 
 
 # --- preprocessing: metadata_props ------------------------------------------------------------
@@ -681,7 +700,7 @@ def test_unsupported_pixel_format(model: Path) -> None:
 
 def test_gray8_on_three_channels_is_refused(model: Path) -> None:
     classifier(model, metadata={"Image.BitmapPixelFormat": "Gray8"})
-    assert "color L does not fit an input of 3 channel(s)" in refusal(model)
+    assert "says grayscale (L), but the input has 3 channels" in refusal(model)
 
 
 @pytest.mark.parametrize(
@@ -701,7 +720,7 @@ def test_nominal_pixel_range(
     assert resolution.spec.sources["preprocess.std"] == "metadata_props['Image.NominalPixelRange']"
     (note,) = [note for note in resolution.notes if "ImageNet defaults" in note]
     assert note.startswith("the ImageNet defaults were assumed where nothing else said")
-    assert "(shorter side to 9, centre crop 8, bilinear, RGB)" in note
+    assert "(resize shorter side to 9 (bilinear, pillow) → centre crop 8x8; RGB)" in note
 
 
 def test_unsupported_pixel_range(model: Path) -> None:
@@ -739,9 +758,12 @@ def test_preprocessor_config_shortest_edge_and_crop(model: Path) -> None:
     sidecar(model, "preprocessor_config.json", CLIP_STYLE)
     resolution = resolve(model)
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.resize, pre.interpolation) == ("resize-crop", 256, "bicubic")
+    assert pre.steps == (
+        Resize("shorter", 256, 256, "bicubic"),
+        Crop(224, 224, offset="floor"),  # transformers' center_crop floors the offset
+    )
     assert (pre.scale, pre.mean, pre.std) == (pytest.approx(1 / 255), (0.5,) * 3, (0.25,) * 3)
-    for name in ("mode", "resize", "interpolation", "scale", "mean", "std"):
+    for name in ("steps", "scale", "mean", "std"):
         assert resolution.spec.sources[f"preprocess.{name}"] == "preprocessor_config.json"
     assert resolution.spec.sources["preprocess.color"] == "preset imagenet (assumed)"
     (note,) = [note for note in resolution.notes if "ImageNet defaults" in note]
@@ -753,56 +775,71 @@ def test_stem_preprocessor_config_comes_first(model: Path) -> None:
     sidecar(model, "preprocessor_config.json", {**CLIP_STYLE, "resample": 2})
     sidecar(model, "model.preprocessor_config.json", CLIP_STYLE)
     spec = spec_of(model)
-    assert spec.preprocess.interpolation == "bicubic"
-    assert spec.sources["preprocess.interpolation"] == "model.preprocessor_config.json"
+    assert spec.preprocess.steps[0].interpolation == "bicubic"
+    assert spec.sources["preprocess.steps"] == "model.preprocessor_config.json"
+
+
+FLOOR_CROP = Crop(224, 224, offset="floor")
 
 
 @pytest.mark.parametrize(
-    ("config", "mode", "resize"),
+    ("config", "steps"),
     [
-        ({"size": {"height": 224, "width": 224}, "do_center_crop": False}, "resize", None),
-        ({"size": 224}, "resize", None),
-        ({"size": {"shortest_edge": 224}, "crop_pct": 0.875}, "resize-crop", 256),
-        ({"size": {"shortest_edge": 224}, "crop_pct": 0.95}, "resize-crop", 235),
-        ({"size": 224, "crop_pct": 0.875}, "resize-crop", 256),
-        ({"size": {"shortest_edge": 232}, "crop_size": 224}, "resize-crop", 232),
+        (
+            {"size": {"height": 224, "width": 224}, "do_center_crop": False},
+            (Resize("exact", 224, 224),),
+        ),
+        ({"size": 224}, (Resize("exact", 224, 224),)),
+        (
+            {"size": {"shortest_edge": 224}, "crop_pct": 0.875},
+            (Resize("shorter", 256, 256), FLOOR_CROP),
+        ),
+        (
+            {"size": {"shortest_edge": 224}, "crop_pct": 0.95},
+            (Resize("shorter", 235, 235), FLOOR_CROP),
+        ),
+        ({"size": 224, "crop_pct": 0.875}, (Resize("shorter", 256, 256), FLOOR_CROP)),
+        (
+            {"size": {"shortest_edge": 232}, "crop_size": 224},
+            (Resize("shorter", 232, 232), FLOOR_CROP),
+        ),
     ],
 )
-def test_preprocessor_config_geometry(
-    model: Path, config: dict, mode: str, resize: int | None
-) -> None:
+def test_preprocessor_config_geometry(model: Path, config: dict, steps: tuple) -> None:
     classifier(model, ("N", 3, 224, 224))
     sidecar(model, "preprocessor_config.json", config)
-    pre = spec_of(model).preprocess
-    assert (pre.mode, pre.resize) == (mode, resize)
+    assert spec_of(model).preprocess.steps == steps
 
 
 def test_convnext_at_384_warps(model: Path) -> None:
     classifier(model, ("N", 3, 384, 384))
     sidecar(model, "preprocessor_config.json", {"size": {"shortest_edge": 384}, "crop_pct": 0.875})
-    assert spec_of(model).preprocess.mode == "resize"
+    assert spec_of(model).preprocess.steps == (Resize("exact", 384, 384),)
 
 
-def test_stretch_then_crop_is_approximated(model: Path) -> None:
+def test_stretch_then_crop_is_served_as_written(model: Path) -> None:
+    """DeiT's processor stretches to 256x256, then crops 224: now steps, no approximation."""
     classifier(model, ("N", 3, 224, 224))
     sidecar(
         model,
         "preprocessor_config.json",
         {"size": {"height": 256, "width": 256}, "do_center_crop": True, "crop_size": 224},
     )
-    resolution = resolve(model)
-    assert (resolution.spec.preprocess.mode, resolution.spec.preprocess.resize) == (
-        "resize-crop",
-        256,
-    )
-    assert any("stretches images to 256x256" in note for note in resolution.notes)
+    assert spec_of(model).preprocess.steps == (Resize("exact", 256, 256), FLOOR_CROP)
 
 
 @pytest.mark.parametrize(
     ("config", "fragment"),
     [
-        ({"size": {"height": 256, "width": 256}}, "resizes to 256x256, but the model's input is"),
-        ({"size": {"shortest_edge": 256}, "crop_size": 192}, "crops to 192x192, but the model's"),
+        (
+            {"size": {"height": 256, "width": 256}},
+            "picture 256x256, but the model takes 224x224; end them with a crop, a pad or an "
+            "exact resize (steps from preprocessor_config.json)",
+        ),
+        (
+            {"size": {"shortest_edge": 256}, "crop_size": 192},
+            "picture 192x192, but the model takes 224x224",
+        ),
         ({"size": {"shortest_edge": 256}}, "without cropping"),
         ({"size": {"longest_edge": 256}}, "not a size dlops understands"),
         ({"resample": 9}, "resample 9 is not a Pillow filter code"),
@@ -824,8 +861,8 @@ def test_preprocessor_config_switches(model: Path) -> None:
     assert (pre.scale, pre.mean, pre.std) == (1.0, (0.0,) * 3, (1.0,) * 3)
     sidecar(model, "preprocessor_config.json", {"do_resize": False, "size": 999})
     resolution = resolve(model)
-    assert resolution.spec.preprocess.resize == 256
-    assert any("do_resize false" in note for note in resolution.notes)
+    assert resolution.spec.preprocess.steps[0] == Resize("shorter", 256, 256)
+    assert any("does not resize" in note for note in resolution.notes)
 
 
 def test_preprocessor_config_overrides_metadata(model: Path) -> None:
@@ -843,7 +880,7 @@ def test_preprocessor_config_normalisation_skips_uint8(model: Path) -> None:
     sidecar(model, "preprocessor_config.json", CLIP_STYLE)
     resolution = resolve(model)
     assert resolution.spec.preprocess.is_identity
-    assert resolution.spec.preprocess.interpolation == "bicubic"
+    assert resolution.spec.preprocess.steps[0].interpolation == "bicubic"
     assert any("preprocessor_config.json rescales" in note for note in resolution.notes)
 
 
@@ -864,44 +901,41 @@ def test_flags_override_everything(model: Path) -> None:
     }
     resolution = resolve(model, **flags)
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.resize, pre.interpolation, pre.color) == (
-        "resize-crop",
-        300,
-        "lanczos",
-        "BGR",
-    )
+    assert pre.steps == (Resize("shorter", 300, 300, "lanczos"), Crop(224, 224))
+    assert pre.color == "BGR"
     assert (pre.scale, pre.mean, pre.std) == (0.5, (0.1, 0.2, 0.3), (2.0, 2.0, 2.0))
-    for name in flags:
+    for name in ("color", "scale", "mean", "std"):
         assert resolution.spec.sources[f"preprocess.{name}"] == f"flag --{name}"
+    assert resolution.spec.sources["preprocess.steps"] == (
+        "flag --mode; flag --interpolation; preset imagenet (assumed); flag --resize"
+    )
     assert not any("ImageNet" in note for note in resolution.notes)
 
 
 def test_mode_flag(model: Path) -> None:
     classifier(model, ("N", 3, 224, 224))
     spec = spec_of(model, mode="resize")
-    assert (spec.preprocess.mode, spec.preprocess.resize) == ("resize", None)
+    assert spec.preprocess.steps == (Resize("exact", 224, 224),)
     assert "--resize applies to --mode resize-crop" in refusal(model, mode="resize", resize=300)
     assert "at least the crop of 224x224" in refusal(model, resize=200)
 
 
 def test_resize_crop_on_a_digit_input_gets_a_default_resize(model: Path) -> None:
     spec = spec_of(classifier(model, ("N", 28, 28), TensorProto.UINT8), mode="resize-crop")
-    assert (spec.preprocess.resize, spec.sources["preprocess.resize"]) == (
-        32,
-        "default (crop_pct 0.875)",
-    )
+    assert spec.preprocess.steps == (Resize("shorter", 32, 32, "lanczos"), Crop(28, 28))
+    assert spec.sources["preprocess.steps"].startswith("flag --mode")
 
 
 def test_explicit_presets(model: Path) -> None:
     classifier(model, ("N", 28, 28), TensorProto.UINT8)
     resolution = resolve(model, preset="imagenet")
     pre = resolution.spec.preprocess
-    assert (pre.mode, pre.resize, pre.color) == ("resize-crop", 32, "L")
-    assert resolution.spec.sources["preprocess.mode"] == "flag --preset"
+    assert (pre.steps, pre.color) == ((Resize("shorter", 32, 32), Crop(28, 28)), "L")
+    assert resolution.spec.sources["preprocess.steps"] == "flag --preset"
     assert not any("assumed" in note for note in resolution.notes)
     classifier(model, ("N", 1, 28, 28))
     resolution = resolve(model, preset="digit")
-    assert resolution.spec.preprocess.mode == "digit"
+    assert resolution.spec.preprocess.is_digit
     assert not any("digit preprocessing was assumed" in note for note in resolution.notes)
     classifier(model, ("N", 3, 28, 28))
     assert "color L does not fit" in refusal(model, preset="digit")
@@ -909,7 +943,7 @@ def test_explicit_presets(model: Path) -> None:
 
 def test_digit_mode_needs_a_square_single_channel(model: Path) -> None:
     classifier(model, ("N", 1, 28, 32))
-    assert "the digit preprocessing makes square one-channel images" in refusal(model, mode="digit")
+    assert "digit is the whole pipeline of a square input" in refusal(model, mode="digit")
 
 
 @pytest.mark.parametrize(
@@ -971,20 +1005,25 @@ def test_a_graph_converted_from_paddle_gets_opencvs_conventions(model: Path) -> 
     path = renamed_graph(classifier(model, ("N", 3, 32, 32)), "PaddlePaddle Graph in PIR mode")
     resolution = resolve(path)
     pre = resolution.spec.preprocess
-    assert (pre.color, pre.resampling, pre.interpolation) == ("BGR", "opencv", "bilinear")
-    assert resolution.spec.sources["preprocess.resampling"].startswith("graph (converted from")
+    assert pre.color == "BGR"
+    # cv2's sampling, its int(round()) sizes and floored crop offsets.
+    assert pre.steps == (
+        Resize("shorter", 36, 36, "bilinear", "opencv"),
+        Crop(32, 32, offset="floor"),
+    )
+    assert "graph (converted from" in resolution.spec.sources["preprocess.steps"]
     assert any("paddle2onnx" in note and "--resampling" in note for note in resolution.notes)
     # Flags still win; other graphs keep Pillow's antialiased resampling and RGB.
     flagged = spec_of(path, resampling="pillow", color="RGB").preprocess
-    assert (flagged.color, flagged.resampling) == ("RGB", "pillow")
+    assert (flagged.color, flagged.steps[0].resampling) == ("RGB", "pillow")
     plain = spec_of(renamed_graph(path, "torch_jit")).preprocess
-    assert (plain.color, plain.resampling) == ("RGB", "pillow")
+    assert (plain.color, plain.steps[0].resampling) == ("RGB", "pillow")
 
 
 def test_a_grayscale_paddle_graph_keeps_its_one_channel(model: Path) -> None:
     path = renamed_graph(classifier(model, ("N", 1, 96, 96)), "PaddlePaddle Graph")
     pre = spec_of(path).preprocess
-    assert (pre.color, pre.resampling) == ("L", "opencv")
+    assert (pre.color, pre.steps[0].resampling) == ("L", "opencv")
 
 
 def test_opencv_resampling_refuses_filters_opencv_lacks(model: Path) -> None:

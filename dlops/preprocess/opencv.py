@@ -1,11 +1,12 @@
-"""``resize-crop`` and ``resize`` as OpenCV-based training pipelines do them, with Pillow and numpy.
+"""A resize as ``cv2.resize`` makes it, with Pillow and numpy: OpenCV-based training pipelines.
 
 ``cv2.resize`` does not antialias: each output pixel is the source interpolated at
 ``(x + 0.5) * src / dst - 0.5``, whatever the scale. Pipelines built on it (PaddleOCR and
 PaddleClas among them) also size the shorter side with ``int(round())`` and floor the crop's
-offset. Only the pixels of the crop are computed: nearest, bilinear and bicubic by Pillow's affine
-transform at cv2's sample points, lanczos by cv2's own INTER_LANCZOS4 arithmetic (8 taps,
-11-bit fixed-point weights, one rounding), which reproduces cv2.resize exactly. No OpenCV needed.
+offset (the steps say so: dlops/steps.py). Only the pixels of the window kept are computed:
+nearest and bicubic by Pillow's affine transform at cv2's sample points; bilinear by cv2's own
+fixed-point arithmetic (cv2_linear.py) and lanczos by its INTER_LANCZOS4 arithmetic (8 taps,
+11-bit fixed-point weights, one rounding), both reproducing cv2.resize exactly. No OpenCV needed.
 """
 
 from __future__ import annotations
@@ -13,47 +14,17 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dlops.preprocess.resize_crop import to_color
+from dlops.preprocess.cv2_linear import linear_window
 
 AFFINE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
 }
 LANCZOS_TAPS = 8
 WEIGHT_ONE = 2048  # cv2's INTER_RESIZE_COEF_SCALE: weights are multiples of 1/2048
 
 
-def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """The shorter side to ``size``, each side ``int(round(side * size / short))``."""
-    percent = size / min(width, height)
-    return round(width * percent), round(height * percent)
-
-
-def resize_crop(
-    image: Image.Image, resize: int, height: int, width: int, interpolation: str, color: str
-) -> np.ndarray:
-    """uint8 [height, width, 3] (RGB or BGR order) or [height, width] for ``L``."""
-    colored = to_color(image, color)
-    resized = shorter_side_size(*colored.size, resize)
-    offset = ((resized[0] - width) // 2, (resized[1] - height) // 2)
-    return _in_order(_sample(colored, resized, offset, (width, height), interpolation), color)
-
-
-def stretch(
-    image: Image.Image, height: int, width: int, interpolation: str, color: str
-) -> np.ndarray:
-    """uint8 [height, width, 3] (RGB or BGR order) or [height, width] for ``L``."""
-    colored = to_color(image, color)
-    pixels = _sample(colored, (width, height), (0, 0), (width, height), interpolation)
-    return _in_order(pixels, color)
-
-
-def _in_order(pixels: np.ndarray, color: str) -> np.ndarray:
-    return pixels[..., ::-1] if color == "BGR" else pixels
-
-
-def _sample(
+def window(
     image: Image.Image,
     resized: tuple[int, int],
     offset: tuple[int, int],
@@ -63,14 +34,16 @@ def _sample(
     """The ``size`` window at ``offset`` of the image as cv2.resize would make it ``resized``."""
     if interpolation == "lanczos":
         return _lanczos4(image, resized, offset, size)
+    if interpolation == "bilinear":
+        return linear_window(image, resized, offset, size)
     scale_x, scale_y = image.width / resized[0], image.height / resized[1]
     # Output pixel centre x + 0.5 maps to (x + left + 0.5) * scale: cv2's sample point, in
     # Pillow's convention where pixel i spans [i, i + 1).
     matrix = (scale_x, 0.0, scale_x * offset[0], 0.0, scale_y, scale_y * offset[1])
-    window = image.transform(
+    sampled = image.transform(
         size, Image.Transform.AFFINE, matrix, resample=AFFINE_FILTERS[interpolation]
     )
-    return np.asarray(window, dtype=np.uint8)
+    return np.asarray(sampled, dtype=np.uint8)
 
 
 def _lanczos4_taps(resized: int, source: int, first: int, count: int) -> tuple[np.ndarray, ...]:

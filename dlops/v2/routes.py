@@ -129,7 +129,7 @@ class ServedModel:
 
     def tensor_meaning(self) -> str:
         source = self.spec.input
-        if self.spec.preprocess.mode == "digit":
+        if self.spec.preprocess.is_digit:
             return (
                 f"MNIST-normalised digits of {source.width}x{source.height} pixels, white on black"
             )
