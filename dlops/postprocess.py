@@ -2,6 +2,8 @@
 
 A binary model (one output unit) answers ``{"proba": P(positive), "label": ...}``, the seed app's
 contract. A K-class model answers ``{"label": top-1, "proba": its probability, "top_k": [...]}``.
+A multi-label model (K independent labels) answers ``{"labels": [...], "threshold": t,
+"top_k": [...]}``: every label at or above the threshold, best first, with its probability.
 No serving framework here.
 """
 
@@ -42,6 +44,9 @@ class Postprocessor:
         if self.spec.activation == "softmax":
             return softmax(rows)
         if self.spec.activation == "sigmoid":
+            if self.spec.is_multi_label:
+                values = np.clip(rows.astype(np.float64), -LOGIT_LIMIT, LOGIT_LIMIT)
+                return 1.0 / (1.0 + np.exp(-values))
             logits = rows[:, 0].tolist()
             return np.fromiter(map(sigmoid, logits), np.float64, len(logits)).reshape(-1, 1)
         # Already probabilities; clipped so that rounding in the graph cannot leave 0..1.
@@ -54,10 +59,22 @@ class Postprocessor:
         return self.classes if requested == 0 else min(requested, self.classes)
 
     def label_of(self, row: np.ndarray) -> str:
-        """The answered label: thresholded if binary, else the top-1 class."""
+        """The answered label: thresholded if binary, the labels at or above the threshold joined
+        by ", " if multi-label (empty when none is), else the top-1 class."""
         if self.spec.is_binary:
             return self.binary_label(float(row[0]))
+        if self.spec.is_multi_label:
+            return ", ".join(self.labels_above(row))
         return self.labels[int(np.argmax(row))]
+
+    def labels_above(self, row: np.ndarray) -> list[str]:
+        """Multi-label: the labels at or above the threshold, the most probable first."""
+        return [entry["label"] for entry in self._above(row)]
+
+    def _above(self, row: np.ndarray) -> list[dict[str, Any]]:
+        assert self.spec.threshold is not None
+        ranked = self.ranked(row, self.classes)
+        return [entry for entry in ranked if entry["proba"] >= self.spec.threshold]
 
     def binary_label(self, proba: float) -> str:
         assert self.spec.threshold is not None
@@ -68,6 +85,8 @@ class Postprocessor:
             proba = float(row[0])
             return {"proba": proba, "label": self.binary_label(proba)}
         ranked = self.ranked(row, self.top_k(top_k))
+        if self.spec.is_multi_label:
+            return {"labels": self._above(row), "threshold": self.spec.threshold, "top_k": ranked}
         best = ranked[0]
         return {"label": best["label"], "proba": best["proba"], "top_k": ranked}
 

@@ -405,15 +405,23 @@ function setResult(state) {
   result.setAttribute("aria-busy", state === "pending" ? "true" : "false");
 }
 
-// The answer's own shape decides how it is shown: a "top_k" list (multi-class) as bars, else
-// the binary contract's label and P(positive).
+// The answer's own shape decides how it is shown: "labels" (multi-label: every label at or above
+// the threshold) or a "top_k" list (multi-class) as bars, else the binary contract's label and
+// P(positive).
 function showAnswer(answer) {
-  setText("label", answer.label);
-  if (Array.isArray(answer.top_k)) {
+  if (Array.isArray(answer.labels)) {
+    result.dataset.answer = "ranked";  // the same bars; the label line lists every label found
+    const found = answer.labels.map((entry) => entry.label).join(", ");
+    setText("label", found || `none at or above ${percent(answer.threshold)}`);
+    setText("label-name", "Labels");
+    showBars(answer.top_k);
+  } else if (Array.isArray(answer.top_k)) {
+    setText("label", answer.label);
     result.dataset.answer = "ranked";
     setText("label-name", "Most likely");
     showBars(answer.top_k);
   } else {
+    setText("label", answer.label);
     result.dataset.answer = "binary";
     setText("label-name", "Label");
     const probaText = document.getElementById("proba");
