@@ -34,6 +34,8 @@ from typing import Any
 
 from dlops import config
 from dlops.model_store import damage, file_sha256
+from dlops.parity import ParityError, Tolerance, parse_tolerance, read_answers
+from dlops.parity import check as check_parity
 from dlops.resolve import (
     PRESETS,
     ImportRefused,
@@ -313,6 +315,20 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--std", type=checked(parse_numbers, "--std"), metavar="A[,B,C]", help="... / std"
     )
+    parity = cli.add_argument_group("parity with your own pipeline")
+    parity.add_argument(
+        "--expect",
+        type=Path,
+        metavar="ANSWERS.json",
+        help="images and the probabilities your pipeline gives them: stored only if they agree",
+    )
+    parity.add_argument(
+        "--tolerance",
+        type=checked(parse_tolerance, "--tolerance"),
+        default=Tolerance(),
+        metavar="AGREEMENT,MAX_DELTA",
+        help="the least top-1 agreement and the largest |dp| accepted (default 0.99,0.02)",
+    )
     return cli
 
 
@@ -321,20 +337,46 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path: Path = args.path
     overrides = Overrides(**{item.name: getattr(args, item.name) for item in fields(Overrides)})
+    parity: list[str] = []
     try:
         resolution = resolve_spec(path, overrides)
+        if args.expect is not None:
+            parity = expect(path, resolution.spec, args.expect, args.tolerance)
         tag, created = import_model(path, args.name or default_name(path), resolution)
     except ImportRefused as refusal:
         print(f"import_model.py: error: {path}: {refusal}", file=sys.stderr)
         return 1
-    output = [*spec_table(resolution.spec), *(f"note: {note}" for note in resolution.notes)]
+    output = [
+        *spec_table(resolution.spec),
+        *(f"note: {note}" for note in resolution.notes),
+        *parity,
+    ]
     print(
         "\n".join([*output, f"{'imported' if created else 'already imported, unchanged'}: {tag}"])
     )
     # What the next run with these arguments prints if nothing changes: the same, as a no-op.
-    name = tag.partition(":")[0]
-    import_stamp.record(argv, path, name, [*output, f"already imported, unchanged: {tag}"])
+    # Not with --expect: its images may change anywhere, so the check always runs.
+    if args.expect is None:
+        name = tag.partition(":")[0]
+        import_stamp.record(argv, path, name, [*output, f"already imported, unchanged: {tag}"])
     return 0
+
+
+def expect(path: Path, spec: ModelSpec, answers: Path, tolerance: Tolerance) -> list[str]:
+    """The parity check's lines; ImportRefused, with them, when the answers do not agree."""
+    try:
+        report = check_parity(path, spec, read_answers(answers, spec.postprocess.classes))
+    except ParityError as error:
+        raise ImportRefused(f"--expect: {error}") from None
+    lines = report.lines(tolerance)
+    if not report.passes(tolerance):
+        details = "; ".join(line.removeprefix("parity:").strip() for line in lines)
+        raise ImportRefused(
+            f"the stored steps do not reproduce {answers.name}, so nothing was stored: {details}. "
+            "Write the pipeline as steps in a <model>.preprocess.json (see the README) or "
+            "loosen --tolerance"
+        )
+    return lines
 
 
 if __name__ == "__main__":
