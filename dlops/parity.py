@@ -9,12 +9,23 @@
 steps, onnxruntime and activation) and compares, per image and overall: top-1 agreement (the same
 answer: the argmax, the side of the threshold, or the set of labels at or above it) and the
 largest absolute difference of any probability. No BentoML here.
+
+Its twin checks a running server against the same file, over HTTP (the standard library only)::
+
+    python -m dlops.parity answers.json --url http://localhost:3000 [--tolerance 0.99,0.02]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +36,7 @@ from dlops.decode import DecodeLimits, ImageError, decode_image
 from dlops.inference import Classifier
 from dlops.postprocess import Postprocessor
 from dlops.preprocess import Preprocessor
-from dlops.spec import ModelSpec
+from dlops.spec import ModelSpec, PostprocessSpec
 
 WORST_SHOWN = 5
 # The largest image a parity check decodes, as the service's default limit does.
@@ -154,14 +165,29 @@ def check(model_path: Path, spec: ModelSpec, expected: list[Expected]) -> Parity
     """Every expected image through the stored steps, compared with its expected answer."""
     classifier = Classifier(model_path, spec)
     preprocessor, post = Preprocessor(spec), Postprocessor(spec.postprocess)
+
+    def served(data: bytes) -> np.ndarray:
+        try:
+            return served_probabilities(classifier, preprocessor, post, data)
+        except ImageError as error:
+            raise ParityError(f"the service would refuse it: {error}") from None
+
+    return compare(post, expected, served)
+
+
+def compare(
+    post: Postprocessor, expected: list[Expected], served: Callable[[bytes], np.ndarray]
+) -> ParityReport:
+    """``served(file bytes)``'s probabilities against each expected image's."""
     results = []
     for item in expected:
         try:
-            served = served_probabilities(classifier, preprocessor, post, item.image.read_bytes())
-        except ImageError as error:
-            raise ParityError(f"{item.image}: the service would refuse it: {error}") from None
-        delta = float(np.max(np.abs(served - item.probabilities)))
-        served_answer, expected_answer = _answer(post, served), _answer(post, item.probabilities)
+            served_row = served(item.image.read_bytes())
+        except ParityError as error:
+            raise ParityError(f"{item.image}: {error}") from None
+        delta = float(np.max(np.abs(served_row - item.probabilities)))
+        served_answer = _answer(post, served_row)
+        expected_answer = _answer(post, item.probabilities)
         results.append(
             ImageParity(
                 item.image.name,
@@ -179,3 +205,90 @@ def _answer(post: Postprocessor, probabilities: np.ndarray) -> str:
     if post.spec.is_multi_label:
         return "+".join(post.labels_above(probabilities)) or "(none)"
     return post.label_of(probabilities)
+
+
+# --- the twin: a running server ---------------------------------------------------------------
+
+
+class ServerAnswers:
+    """A running dlops server's probabilities for uploaded files, through ``POST /predict``."""
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        model = self._json(
+            urllib.request.Request(f"{self.url}/ui/model.json", headers=self.headers)
+        )
+        labels = tuple(model["labels"])
+        classes = 1 if model["binary"] else len(labels)
+        self.post = Postprocessor(
+            PostprocessSpec(
+                output="",
+                classes=classes,
+                activation="none",
+                labels=labels,
+                threshold=model.get("threshold"),
+                top_k=classes,
+                task="multi" if model.get("multi_label") else "single",
+            )
+        )
+
+    def _json(self, request: urllib.request.Request) -> Any:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ParityError(
+                f"{request.full_url} answered {error.code}: {error.read()!r}"
+            ) from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ParityError(f"{request.full_url}: {error}") from None
+
+    def probabilities(self, data: bytes) -> np.ndarray:
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {**self.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        request = urllib.request.Request(
+            f"{self.url}/predict?top_k=0", data=body, headers=headers, method="POST"
+        )
+        answer = self._json(request)
+        if "top_k" not in answer:  # binary: P(positive)
+            return np.array([answer["proba"]], dtype=np.float64)
+        row = np.zeros(self.post.classes)
+        for entry in answer["top_k"]:
+            row[entry["index"]] = entry["proba"]
+        return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(
+        prog="python -m dlops.parity",
+        description="Check a running dlops server's answers against answers.json.",
+    )
+    cli.add_argument("answers", type=Path, help='{"answers": [{"image", "probabilities"}, ...]}')
+    cli.add_argument(
+        "--url", default="http://localhost:3000", help="the server (default: %(default)s)"
+    )
+    cli.add_argument("--tolerance", type=parse_tolerance, default=Tolerance(), metavar="A,D")
+    args = cli.parse_args(argv)
+    try:
+        server = ServerAnswers(args.url, os.environ.get("API_KEY"))
+        report = compare(
+            server.post, read_answers(args.answers, server.post.classes), server.probabilities
+        )
+    except ParityError as error:
+        print(f"python -m dlops.parity: error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines(args.tolerance)))
+    return 0 if report.passes(args.tolerance) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

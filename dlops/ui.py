@@ -97,6 +97,8 @@ async def model_description(request: Request) -> JSONResponse:
             "version": str(tag.version),
             "input": "digit" if spec.preprocess.is_digit else "image",
             "binary": post.is_binary,
+            "multi_label": post.is_multi_label,
+            "threshold": post.threshold,
             "labels": list(post.labels),
             "top_k": post.top_k,
         }

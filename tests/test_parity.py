@@ -4,6 +4,8 @@ document-orientation package's own pipeline, and its refusals."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from dlops.parity import ParityError, Tolerance, check, parse_tolerance, read_answers
 from dlops.resolve import Overrides, resolve_spec
 from tests import orientation_reference
-from tests.conftest import orientation_model_path, run_import
+from tests.conftest import ROOT, Server, orientation_model_path, run_import
 from tests.documents import document
 from tests.test_import_model import assert_one_line_error, imported, versions
 
@@ -132,3 +134,26 @@ def test_tolerance_parsing() -> None:
     for text in ("0.97", "2,0.1", "a,b"):
         with pytest.raises(ValueError):
             parse_tolerance(text)
+
+
+def test_the_twin_checks_a_running_server(
+    tmp_path: Path, pages: list[bytes], reference: list[np.ndarray], orientation_server: Server
+) -> None:
+    answers = write_answers(tmp_path, pages, reference)
+    command = [sys.executable, "-m", "dlops.parity", str(answers), "--url", orientation_server.url]
+    passed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.startswith("parity: passed: 6 images; top-1 agreement 6/6")
+    strict = subprocess.run(
+        [*command, "--tolerance", "1,0.00001"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert strict.returncode == 1 and strict.stdout.startswith("parity: FAILED")
+    unreachable = subprocess.run(
+        [*command[:-1], "http://127.0.0.1:9"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith("python -m dlops.parity: error: http://127.0.0.1:9/")
