@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from dlops.resolve import huggingface, onnx_metadata, paddle, sidecar
+from dlops.resolve import huggingface, onnx_metadata, paddle, sidecar, timm, ultralytics
 from dlops.resolve.common import Fields, Finding, ImportRefused, describe
 from dlops.resolve.graph import InputHints, activation, choose_output, final_op, load_model, trial
 from dlops.resolve.graph import resolve_input as _resolve_input
@@ -51,6 +51,9 @@ DEFAULT_THRESHOLD = 0.5
 # writes and says what it found. Adding an exporter's format is adding one module here.
 Exporter = Callable[[Path, onnx.ModelProto], Finding | None]
 EXPORTERS: list[Exporter] = [
+    lambda path, model: ultralytics.read(model),
+    lambda path, model: paddle.read(path),
+    lambda path, model: timm.read(path),
     lambda path, model: huggingface.read(path),
 ]
 

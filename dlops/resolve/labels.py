@@ -1,8 +1,10 @@
 """The class names, from the first source that has them (highest precedence first).
 
 ``--labels``; ``labels.txt``; TorchServe's ``index_to_name.json``; Keras' ``class_indices.json``;
-``config.json``'s ``id2label`` (Hugging Face) or ``label_names`` (timm); ONNX ``metadata_props``
-(``labels``, ``classes``, ``names`` as Ultralytics writes it, ``character`` as RapidOCR does).
+``config.json``'s ``id2label`` (Hugging Face) or ``label_names`` (timm); ``inference.yml``'s
+``label_list`` or ``class_id_map_file`` (PaddleClas, PaddleOCR: dlops/resolve/paddle.py); ONNX
+``metadata_props`` (``labels``, ``classes``, ``names`` as Ultralytics writes it, ``character`` as
+RapidOCR does).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import onnx
 
+from dlops.resolve import paddle
 from dlops.resolve.common import ImportRefused, describe, first_line, lines, read_json, sidecar
 
 LABEL_PROPS = ("labels", "classes", "names", "character")
@@ -87,6 +90,9 @@ def _label_candidates(
             yield data["id2label"], f"{config_json.name} id2label"
         elif isinstance(data, dict) and isinstance(data.get("label_names"), list):
             yield [str(name) for name in data["label_names"]], f"{config_json.name} label_names"
+    inference_labels = paddle.labels(path)
+    if inference_labels is not None:
+        yield inference_labels
     props = {prop.key: prop.value for prop in model.metadata_props}
     for key in LABEL_PROPS:
         if key in props:
@@ -150,7 +156,8 @@ def resolve_labels(
     count = 2 if classes == 1 else classes
     notes.append(
         f"no labels found (--labels, labels.txt, index_to_name.json, class_indices.json, "
-        f"config.json id2label or label_names, metadata_props labels/classes/names/character), "
+        f"config.json id2label or label_names, inference.yml label_list or class_id_map_file, "
+        f"metadata_props labels/classes/names/character), "
         f"so the classes are named by index 0..{count - 1}; name them with --labels or a "
         "labels.txt beside the model"
     )
