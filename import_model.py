@@ -134,12 +134,17 @@ def card_metrics(path: Path) -> dict[str, Any]:
     return dict(json.loads(metrics_path.read_text()).get("test", {}))
 
 
-def build_metadata(path: Path, resolution: Resolution) -> dict[str, Any]:
-    """Key fields of the spec mirrored in BentoML's metadata (spec.json is the source of truth)."""
+def build_metadata(
+    path: Path, resolution: Resolution, external_data: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Key fields of the spec mirrored in BentoML's metadata (spec.json is the source of truth),
+    and the sha256 of the model file and of each of its ``external_data`` files (relative to its
+    folder, as the graph names them), which the service checks at start-up."""
     spec = resolution.spec
     source, post = spec.input, spec.postprocess
     metadata: dict[str, Any] = {
         "sha256": file_sha256(path),
+        "external_data": {name: file_sha256(path.parent / name) for name in external_data},
         "source_file": path.name,
         "input_name": source.name,
         "input_dtype": source.dtype,
@@ -186,23 +191,42 @@ def latest_matching(name: str, spec: ModelSpec, sha256: str) -> Any | None:
 
 
 def import_model(path: Path, name: str, resolution: Resolution) -> tuple[str, bool]:
-    """Returns the model's tag and whether a new version was created."""
+    """Returns the model's tag and whether a new version was created.
+
+    The entry holds the model as model.onnx and, under the names its graph gives them, the
+    external data files beside it (graphs over 2 GB keep their weights there). With such files the
+    trial run is repeated on that copy before BentoML stores it: an ImportRefused raised inside
+    ``bentoml.models.create`` leaves the store untouched.
+    """
     import bentoml
 
+    from dlops.resolve.graph import external_data_of, trial_stored
+
     spec = resolution.spec
-    metadata = build_metadata(path, resolution)
+    external_data = external_data_of(path)
+    metadata = build_metadata(path, resolution, external_data)
     existing = latest_matching(name, spec, metadata["sha256"])
-    if existing is not None:
+    # latest_matching compares the model file's bytes; its external data must be the same too (an
+    # entry of an earlier release records none: it held no external data).
+    recorded = None if existing is None else existing.info.metadata.get("external_data", {})
+    if existing is not None and recorded == metadata["external_data"]:
         return str(existing.tag), False
     task = "binary-image-classification" if spec.postprocess.is_binary else "image-classification"
     with bentoml.models.create(
         name, labels={"framework": "onnx", "task": task}, metadata=metadata
     ) as model:
-        shutil.copyfile(path, model.path_of(config.MODEL_FILE_NAME))
+        stored = Path(model.path_of(config.MODEL_FILE_NAME))
+        shutil.copyfile(path, stored)
+        for location in external_data:
+            target = stored.parent / location
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path.parent / location, target)
         save_spec(spec, Path(model.path))
         card = path.with_name(f"{path.stem}.card.md")
         if card.is_file():
             shutil.copyfile(card, model.path_of(MODEL_CARD_NAME))
+        if external_data:  # a model of one file is stored byte for byte as it was tried
+            trial_stored(stored, spec)
     return str(model.tag), True
 
 

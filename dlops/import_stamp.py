@@ -6,10 +6,12 @@ of the start. After every successful import, import_model.py records here what i
 depended on; the next run with the same arguments from the same folder compares that, with the
 standard library only, and replays the same output if nothing changed:
 
-- the model file and every file beside it (sidecars: labels, configs, card, metrics), by name,
-  size and modification time;
+- the model file and every file beside it (sidecars: labels, configs, card, metrics, external
+  data), by name, size and modification time; external data in a subfolder, by the names the
+  entry stores it under;
 - the store's record: the version ``NAME:latest`` points to, and the size and modification time
-  of that entry's files (a deleted, damaged or replaced entry differs);
+  of every file of that entry, external data included (a deleted, damaged or replaced entry
+  differs);
 - the importer's code (import_model.py and the modules that decide the spec), by content;
 - the Python, onnx and onnxruntime releases.
 
@@ -67,6 +69,18 @@ def _files(folder: Path, names: list[str] | None = None) -> list[list[Any]]:
     return listed
 
 
+def _entry_files(entry: Path) -> list[str]:
+    """Every file of a store entry, as POSIX paths relative to it, sorted (none if it is gone).
+
+    Besides model.onnx, model.yaml, spec.json and the card, these are the model's external data
+    files, under the names its graph gives them (import_model.py stores them so)."""
+    found = []
+    for folder, _, names in os.walk(entry):
+        relative = Path(folder).relative_to(entry)
+        found += [(relative / name).as_posix() for name in names]
+    return sorted(found)
+
+
 def _release(package: str) -> str | None:
     try:
         return version(package)
@@ -78,11 +92,17 @@ def fingerprint(model_path: Path, name: str) -> dict[str, Any] | None:
     """What an import of ``model_path`` as ``name`` depended on, or None if the store has no
     ``name:latest`` (nothing to skip to)."""
     entries = bentoml_home() / "models" / name
+    folder = model_path.resolve().parent
     try:
         latest = (entries / "latest").read_text().strip()
-        beside = _files(model_path.resolve().parent)
+        beside = _files(folder)
     except OSError:
         return None
+    stored = _entry_files(entries / latest)
+    kept = [*{MODEL_FILE_NAME, "model.yaml", SPEC_FILE_NAME, *stored}]  # named even when missing
+    # The folder's listing covers external data beside the model; data in a subfolder is
+    # looked at by the names the entry stores it under (the entry's own files are all at its top).
+    beside += _files(folder, [name for name in stored if "/" in name])
     code = hashlib.sha256()
     for path in CODE:
         code.update(path.read_bytes())
@@ -90,7 +110,7 @@ def fingerprint(model_path: Path, name: str) -> dict[str, Any] | None:
         "model": str(model_path.resolve()),
         "beside": beside,
         "latest": latest,
-        "entry": _files(entries / latest, [MODEL_FILE_NAME, "model.yaml", SPEC_FILE_NAME]),
+        "entry": _files(entries / latest, kept),
         "code": code.hexdigest(),
         "python": sys.version,
         "libraries": [_release(package) for package in LIBRARIES],

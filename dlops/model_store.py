@@ -9,7 +9,7 @@ The entry's spec.json (dlops/spec.py) is read and validated here too.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlops import config
@@ -20,7 +20,9 @@ IMPORT_HINT = "run `make serve` (it imports the model first) or `python import_m
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    # Read in chunks: an external data file is over 2 GB by design.
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def import_hint(name: str) -> str:
@@ -33,18 +35,44 @@ def import_hint(name: str) -> str:
     )
 
 
-def damage(model: Any) -> str | None:
-    """Why a stored model's ONNX file cannot be served as imported, or None when it is intact."""
-    path = Path(model.path) / config.MODEL_FILE_NAME
+def _file_damage(path: Path, recorded: object, what: str) -> str | None:
     if not path.is_file():
-        return f"its file {path} is missing"
-    recorded = model.info.metadata.get("sha256")
+        return f"{what} {path} is missing"
     actual = file_sha256(path)
     if recorded != actual:
         return (
-            f"its file {path} is damaged: sha256 {actual[:12]}… differs from the "
+            f"{what} {path} is damaged: sha256 {actual[:12]}… differs from the "
             f"{str(recorded)[:12]}… recorded when it was imported"
         )
+    return None
+
+
+def _inside_entry(name: object) -> bool:
+    """A recorded external data file's name is a relative path without ``..`` (as the import
+    checked it); model.yaml is not trusted to say otherwise."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return False
+    return not PurePosixPath(name).is_absolute() and ".." not in name.replace("\\", "/").split("/")
+
+
+def damage(model: Any) -> str | None:
+    """Why a stored model's ONNX file, or one of its external data files (recorded with their
+    sha256 by import_model.py), cannot be served as imported, or None when all are intact."""
+    folder = Path(model.path)
+    problem = _file_damage(
+        folder / config.MODEL_FILE_NAME, model.info.metadata.get("sha256"), "its file"
+    )
+    if problem is not None:
+        return problem
+    external = model.info.metadata.get("external_data") or {}
+    if not isinstance(external, dict):
+        return f"its external_data metadata is not a mapping of file to sha256: {external!r}"
+    for name, recorded in external.items():
+        if not _inside_entry(name):
+            return f"its metadata names an external data file outside the entry: {name!r}"
+        problem = _file_damage(folder / name, recorded, "its external data file")
+        if problem is not None:
+            return problem
     return None
 
 

@@ -8,15 +8,19 @@ say (:class:`InputHints`), or from the flags.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import external_data_helper
 
+from dlops.config import MODEL_FILE_NAME
 from dlops.resolve.common import ImportRefused, first_line
-from dlops.spec import LAYOUTS, InputSpec
+from dlops.spec import LAYOUTS, SPEC_FILE_NAME, InputSpec, ModelSpec
 
 DTYPE_NAMES = {
     onnx.TensorProto.UINT8: "uint8",
@@ -28,6 +32,20 @@ SHAPE_ONLY_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cas
 TRIAL_SEED = 0
 # transformers' PretrainedConfig.num_channels default, for a symbolic channel dimension.
 DEFAULT_CHANNELS = 3
+# The files of a model store entry besides the external data: the model (renamed), BentoML's
+# model.yaml and custom objects, the spec, import_model.py's MODEL_CARD.md. An external data file
+# stored under one of these names (or in a folder of that name) would overwrite it.
+ENTRY_FILES = frozenset(
+    name.casefold()
+    for name in (
+        MODEL_FILE_NAME,
+        "model.yaml",
+        "custom_objects.pkl",
+        SPEC_FILE_NAME,
+        "MODEL_CARD.md",
+    )
+)
+MISSING_LISTED = 3  # missing external files named in the refusal; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -64,14 +82,129 @@ def _names_channels(dim: int | str) -> bool:
 
 
 def load_model(path: Path) -> onnx.ModelProto:
-    """The graph, after the ONNX checker; ImportRefused for a missing or invalid file."""
+    """The graph, after the ONNX checker; ImportRefused for a missing or invalid file, and for
+    external data files that are missing or outside the model's folder (external_data_files)."""
     if not path.is_file():
         raise ImportRefused("no such file (train one with `make train` or give a path)")
+    model = _parse(path)
+    # Before the checker, whose word on external data ("should be stored in …, but it is not
+    # regular file") does not say what to do.
+    external_data_files(model, path.parent)
     try:
         onnx.checker.check_model(str(path), full_check=True)
-        return onnx.load(str(path), load_external_data=False)
     except Exception as error:  # the checker raises several types, protobuf's among them
         raise ImportRefused(f"not a valid ONNX model ({first_line(error)})") from None
+    return model
+
+
+def _parse(path: Path) -> onnx.ModelProto:
+    """The graph without its external data (the tensors keep only where their data is)."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError among others
+        raise ImportRefused(f"not a valid ONNX model ({first_line(error)})") from None
+
+
+# --- external data -------------------------------------------------------------------------------
+
+
+def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor that may keep its data in a file: initializers and node attributes (also in
+    subgraphs and functions, as onnx's own loader walks them) and the sparse initializers."""
+    yield from external_data_helper._get_all_tensors(model)
+    for sparse in model.graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+
+
+def _inside(location: str) -> str | None:
+    """``location`` as a relative POSIX path inside the model's folder, or None if it names no
+    file there (absolute, a drive, ``..``, a NUL). Read lexically, before any file is looked at:
+    the graph is untrusted input."""
+    if not location or "\0" in location or PureWindowsPath(location).drive:
+        return None
+    if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute():
+        return None
+    if ".." in location.replace("\\", "/").split("/"):
+        return None
+    normal = str(PurePosixPath(location))  # drops "./" and doubled slashes
+    return None if normal == "." else normal
+
+
+def external_data_files(model: onnx.ModelProto, folder: Path) -> list[str]:
+    """The files the graph keeps tensors' data in, relative to its ``folder``, sorted.
+
+    These are read from ``location`` in the ``external_data`` of every tensor whose
+    ``data_location`` is EXTERNAL (Optimum writes ``model.onnx_data`` beside ``model.onnx`` for
+    graphs over 2 GB). ImportRefused for a location that is not a file inside ``folder``
+    (absolute, or through ``..``), that would overwrite another file of the store entry, whose
+    file is missing, or is reached through a symbolic link (onnx's checker and loader refuse
+    those). Nothing outside ``folder`` is read.
+    """
+    files: dict[str, str] = {}  # normalised location -> the first tensor that names it
+    for tensor in _external_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        try:
+            with warnings.catch_warnings():  # unknown keys are warned of on stderr, and ignored
+                warnings.simplefilter("ignore")
+                info = external_data_helper.ExternalDataInfo(tensor)
+        except ValueError as error:  # a negative offset or length
+            raise ImportRefused(f"not a valid ONNX model ({first_line(error)})") from None
+        location = str(info.location)
+        normal = _inside(location)
+        if normal is None:
+            raise ImportRefused(
+                f"tensor {tensor.name!r} keeps its data in {location!r}, which is not a file "
+                f"inside the model's folder; expected a path relative to {folder}, without '..'"
+            )
+        if PurePosixPath(normal).parts[0].casefold() in ENTRY_FILES:
+            raise ImportRefused(
+                f"tensor {tensor.name!r} keeps its data in {location!r}, a name the model store "
+                f"entry uses for its own files; rename it (and the graph's location), e.g. to "
+                f"{MODEL_FILE_NAME}.data"
+            )
+        files.setdefault(normal, tensor.name)
+    for name in sorted(files):
+        link = _link(folder, name)
+        if link is not None:
+            raise ImportRefused(
+                f"its external data file {name!r} is reached through the symbolic link {link}, "
+                "and onnx reads no external data through links; expected a regular file: copy "
+                "it in place of the link"
+            )
+    missing = [name for name in sorted(files) if not (folder / name).is_file()]
+    if len(missing) == 1:
+        (name,) = missing
+        raise ImportRefused(
+            f"its external data file {name!r} is missing (tensor {files[name]!r} keeps its data "
+            f"there); expected at {folder / name}, beside the model: copy every file the export "
+            "wrote"
+        )
+    if missing:
+        listed = ", ".join(repr(name) for name in missing[:MISSING_LISTED])
+        more = len(missing) - MISSING_LISTED
+        listed += f" and {more} more" if more > 0 else ""
+        raise ImportRefused(
+            f"its external data files {listed} are missing; expected in {folder}, beside the "
+            "model: copy every file the export wrote"
+        )
+    return sorted(files)
+
+
+def _link(folder: Path, name: str) -> Path | None:
+    """The first symbolic link on the way from ``folder`` to its file ``name``, if any."""
+    path = folder
+    for part in PurePosixPath(name).parts:
+        path = path / part
+        if path.is_symlink():
+            return path
+    return None
+
+
+def external_data_of(path: Path) -> list[str]:
+    """external_data_files of the graph at ``path``, without the checker's cost."""
+    return external_data_files(_parse(path), path.parent)
 
 
 @dataclass
@@ -303,6 +436,35 @@ def trial(path: Path, source: Input, output: str, notes: list[str]) -> tuple[int
     raise ImportRefused(
         f"a trial inference on a batch of {batches[-1]} failed in onnxruntime ({failures[-1]})"
     )
+
+
+def trial_stored(path: Path, spec: ModelSpec) -> None:
+    """The trial run again, on the copy of the model that is being stored at ``path`` (with its
+    external data beside it): ImportRefused unless it opens and answers as the original did."""
+    source = spec.input
+    again = Input(
+        source.name,
+        source.dtype,
+        [],
+        source.layout,
+        source.channels,
+        source.height,
+        source.width,
+        source.max_batch,
+        {"input.max_batch": ""},
+    )
+    try:
+        classes, max_batch, _ = trial(path, again, spec.postprocess.output, [])
+    except ImportRefused as refusal:
+        raise ImportRefused(
+            f"the copy made for the model store failed its trial: {refusal}"
+        ) from None
+    if (classes, max_batch) != (spec.postprocess.classes, source.max_batch):
+        raise ImportRefused(
+            f"the copy made for the model store answers differently from the original ({classes} "
+            f"classes, batch limit {max_batch}; expected {spec.postprocess.classes} and "
+            f"{source.max_batch})"
+        )
 
 
 def _classes(scores: np.ndarray, batch: int, output: str) -> int:
