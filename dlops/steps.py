@@ -71,15 +71,28 @@ class Resize:
             ratio = max(ratios) if self.to == "fit" else min(ratios)
             return max(1, rounded(width / ratio)), max(1, rounded(height / ratio))
         if self.to == "height":
-            new_width = max(1, rounded(self.height * width / height))
+            new_width = self._follow(width, height)
             return min(new_width, self.max_width or new_width), self.height
-        side = self.height
         shorter_is_width = width <= height
         if self.to == "longer":
             shorter_is_width = not shorter_is_width
         if shorter_is_width:
-            return side, max(1, rounded(side * height / width))
-        return max(1, rounded(side * width / height)), side
+            return self.height, self._follow(height, width)
+        return self._follow(width, height), self.height
+
+    def _follow(self, other: int, sized: int) -> int:
+        """The side that follows the aspect when the ``sized`` side becomes ``self.height``,
+        in the arithmetic of the convention each rounding stands for, so that ties fall the same
+        way: torchvision ``int(size * long / short)``, cv2-based code (PaddleClas)
+        ``round(long * (size / short))``, PaddleOCR ``ceil(size * (w / h))``."""
+        rule, side = self.rounding_rule, self.height
+        if rule == "floor":
+            value = math.floor(side * other / sized)
+        elif rule == "round":
+            value = round(other * (side / sized))
+        else:
+            value = math.ceil(side * (other / sized))
+        return max(1, value)
 
     def describe(self) -> str:
         if self.to == "exact":
@@ -111,7 +124,7 @@ class Crop:
 
     height: int
     width: int
-    offset: str = "round"  # round((side - crop) / 2) as torchvision; floor as cv2-based code
+    offset: str = "round"  # round: torchvision's; floor: transformers' and cv2-based code's
     fill: tuple[float, ...] = (0.0,)  # pixel values (0..255), one or one per channel
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
@@ -204,8 +217,11 @@ _ROUND = {"floor": math.floor, "round": round, "ceil": math.ceil}
 
 
 def _centred(room: int, offset: str) -> int:
-    if room < 0:  # padded: the picture placed at (crop - side) // 2, as torchvision pads
-        return -(-room // 2)
+    """A centred window's offset in a side ``room`` pixels longer than it (negative: shorter,
+    the picture padded): torchvision rounds the crop and pads ``(crop - side) // 2`` first;
+    transformers floors the crop and pads ``ceil((crop - side) / 2)`` first."""
+    if room < 0:
+        return -((1 - room) // 2) if offset == "floor" else -(-room // 2)
     return room // 2 if offset == "floor" else round(room / 2.0)
 
 
@@ -364,13 +380,20 @@ def check_steps(steps: tuple[Step, ...], height: int, width: int, channels: int)
                 f"{step.describe()} comes after a pad after normalisation; only pads after "
                 "normalisation can follow one"
             )
+    ends = set()
     for probe_width, probe_height in PROBE_SIZES:
         try:
             end = final_size(steps, probe_width, probe_height)
         except StepError as error:
             raise StepError(f"for a {probe_height}x{probe_width} picture: {error}") from None
-        if end != (width, height):
+        ends.add(end)
+        if end != (width, height) and len(ends) > 1:
             raise StepError(
                 f"the steps make a {probe_height}x{probe_width} picture {end[1]}x{end[0]}, but "
                 f"the model takes {height}x{width}; end them with a crop, a pad or an exact resize"
             )
+    ((end_width, end_height),) = ends
+    if (end_width, end_height) != (width, height):
+        raise StepError(
+            f"the steps end at {end_height}x{end_width}, but the model takes {height}x{width}"
+        )

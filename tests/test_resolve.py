@@ -765,9 +765,9 @@ def test_preprocessor_config_shortest_edge_and_crop(model: Path) -> None:
     assert (pre.scale, pre.mean, pre.std) == (pytest.approx(1 / 255), (0.5,) * 3, (0.25,) * 3)
     for name in ("steps", "scale", "mean", "std"):
         assert resolution.spec.sources[f"preprocess.{name}"] == "preprocessor_config.json"
-    assert resolution.spec.sources["preprocess.color"] == "preset imagenet (assumed)"
-    (note,) = [note for note in resolution.notes if "ImageNet defaults" in note]
-    assert "(RGB)" in note
+    # transformers' processors feed RGB: nothing is left to assume.
+    assert resolution.spec.sources["preprocess.color"] == "preprocessor_config.json"
+    assert not any("ImageNet defaults" in note for note in resolution.notes)
 
 
 def test_stem_preprocessor_config_comes_first(model: Path) -> None:
@@ -833,12 +833,12 @@ def test_stretch_then_crop_is_served_as_written(model: Path) -> None:
     [
         (
             {"size": {"height": 256, "width": 256}},
-            "picture 256x256, but the model takes 224x224; end them with a crop, a pad or an "
-            "exact resize (steps from preprocessor_config.json)",
+            "the steps end at 256x256, but the model takes 224x224 (steps from "
+            "preprocessor_config.json)",
         ),
         (
             {"size": {"shortest_edge": 256}, "crop_size": 192},
-            "picture 192x192, but the model takes 224x224",
+            "the steps end at 192x192, but the model takes 224x224",
         ),
         ({"size": {"shortest_edge": 256}}, "without cropping"),
         ({"size": {"longest_edge": 256}}, "not a size dlops understands"),

@@ -49,7 +49,7 @@ __all__ = [
 DEFAULT_THRESHOLD = 0.5
 # The exporters' files beside a model, lowest precedence first: each reads what its exporter
 # writes and says what it found. Adding an exporter's format is adding one module here.
-Exporter = Callable[[Path, onnx.ModelProto], Finding | None]
+Exporter = Callable[[Path, onnx.ModelProto], Finding | list[Finding] | None]
 EXPORTERS: list[Exporter] = [
     lambda path, model: ultralytics.read(model),
     lambda path, model: paddle.read(path),
@@ -143,7 +143,9 @@ def _findings(path: Path, model: onnx.ModelProto, overrides: Overrides) -> list[
     """What the sources beside the graph say, lowest precedence first (before the graph's own
     implications, which need the input resolved first)."""
     findings = onnx_metadata.read(model)
-    findings += [found for read in EXPORTERS if (found := read(path, model)) is not None]
+    for read in EXPORTERS:
+        found = read(path, model)
+        findings += found if isinstance(found, list) else [found] if found is not None else []
     user_file = sidecar.find(path, overrides.preprocess)
     if user_file is not None:
         findings.append(sidecar.read(user_file))
@@ -236,6 +238,13 @@ def resolve_spec(path: Path, overrides: Overrides | None = None) -> Resolution:
     flags = {name: getattr(overrides, name) for name in PREPROCESS_FLAG_NAMES}
     flag_layer(fields, flags)
     pre = finish_preprocess(fields, flags, source)
+    if provenance is not None:
+        note = paddle.provenance_note(
+            fields.sources["preprocess.color"] == provenance.source,
+            provenance.source in fields.sources["preprocess.steps"],
+        )
+        if note is not None:
+            notes.append(note)
     if preset == "digit":
         if fields.sources["preprocess.steps"] == preset_source and overrides.preset is None:
             notes.append(

@@ -54,18 +54,30 @@ def provenance(model: onnx.ModelProto, channels: int) -> Finding | None:
     """OpenCV's conventions for a graph converted from Paddle, where the file says so."""
     if not converted_from_paddle(model):
         return None
-    finding = Finding(
-        source="graph (converted from Paddle: OpenCV's conventions)", resampling="opencv"
+    return Finding(
+        source="graph (converted from Paddle: OpenCV's conventions)",
+        resampling="opencv",
+        color="BGR" if channels == 3 else None,
     )
-    changed = "cv2.resize's sampling (no antialiasing)"
-    if channels == 3:
-        finding.color = "BGR"
-        changed = "BGR channels and " + changed
-    finding.notes.append(
-        f"the graph was converted from Paddle (paddle2onnx), whose vision pipelines read images "
-        f"with OpenCV, so {changed} were assumed; change them with --color and --resampling"
+
+
+def provenance_note(colour: bool, resampling: bool) -> str | None:
+    """What the provenance decided, for the parts no higher source overrode."""
+    decided = [
+        part
+        for part, kept in (
+            ("BGR channels", colour),
+            ("cv2.resize's sampling (no antialiasing)", resampling),
+        )
+        if kept
+    ]
+    if not decided:
+        return None
+    return (
+        "the graph was converted from Paddle (paddle2onnx), whose vision pipelines read images "
+        f"with OpenCV, so {' and '.join(decided)} were assumed; change them with --color and "
+        "--resampling"
     )
-    return finding
 
 
 # --- inference.yml -------------------------------------------------------------------------------
