@@ -54,6 +54,11 @@ class Resize:
     max_width: int | None = None  # ``height`` only
 
     @property
+    def antialiases(self) -> bool:
+        """Pillow's filters widen with the scale when they shrink; cv2's and nearest do not."""
+        return self.resampling == "pillow" and self.interpolation != "nearest"
+
+    @property
     def rounding_rule(self) -> str:
         if self.rounding is not None:
             return self.rounding

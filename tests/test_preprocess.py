@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dlops.decode import decode_image
-from dlops.preprocess import Preprocessor, pillow
+from dlops.preprocess import Preprocessor, opencv, pillow
 from dlops.preprocess.digit import to_mnist_digit
 from dlops.spec import InputSpec, ModelSpec, PostprocessSpec, PreprocessSpec, SpecError, validate
 from dlops.steps import Crop, Digit, Pad, Resize, Step
@@ -376,3 +376,39 @@ def test_fit_and_cover_follow_timms_resize_keep_ratio(
     ratio = (max if to == "fit" else min)(height / 256, width / 256)
     assert expected == (round(width / ratio), round(height / ratio))
     assert Resize(to, 256, 256, rounding="round").output_size(*size) == expected
+
+
+def test_opencv_lanczos_weights_round_as_cv2s() -> None:
+    """cv2 computes Lanczos4's weights in float32 (x + 3, then - i): upscales and downscales of
+    random sizes are cv2's to the last grey level, including a strip where float64 weights were
+    one level off in two columns."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    cases = [((507, 3), (2649, 3)), ((9, 115), (628, 350))]
+    cases += [(tuple(rng.integers(5, 600, 2)), tuple(rng.integers(3, 500, 2))) for _ in range(40)]
+    for (width, height), (new_width, new_height) in cases:
+        pixels = rng.integers(0, 256, (int(height), int(width), 3), dtype=np.uint8)
+        size = (int(new_width), int(new_height))
+        ours = opencv.window(Image.fromarray(pixels), size, (0, 0), size, "lanczos")
+        np.testing.assert_array_equal(
+            ours, cv2.resize(pixels, size, interpolation=cv2.INTER_LANCZOS4)
+        )
+
+
+@pytest.mark.parametrize(
+    ("resize", "reduced"),
+    [
+        (Resize("shorter", 256, 256, "bilinear", "pillow"), True),
+        (Resize("shorter", 256, 256, "bilinear", "opencv"), False),
+        (Resize("shorter", 256, 256, "lanczos", "opencv"), False),
+        (Resize("shorter", 256, 256, "nearest", "pillow"), False),
+    ],
+)
+def test_only_an_antialiasing_resize_lets_a_large_picture_be_decoded_reduced(
+    resize: Resize, reduced: bool
+) -> None:
+    """Pillow's filters see every detail of a picture twice the size they keep; cv2's and nearest
+    sample the full picture's own pixels, so a reduced decode would be another input."""
+    spec = imagenet_spec(steps=(resize, Crop(224, 224)))
+    assert (Preprocessor(spec).reduction(4000, 3000) > 1) == reduced

@@ -18,7 +18,7 @@ from dlops.steps import Crop, Digit, Pad, Resize, Step
 
 NUMPY_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
 # Large pictures are decoded reduced (dlops/decode.py) to no fewer than twice the pixels, on each
-# side, that the first resize keeps: its antialiasing filter still sees every detail it would keep.
+# side, that the first resize keeps, when it antialiases: its filter still sees every detail.
 RESIZE_MARGIN = 2
 # The digit preprocessing looks for the digit in the whole picture; a longer side of this many
 # pixels still draws a digit a twentieth of the picture wide with more pixels than MNIST's box.
@@ -53,7 +53,9 @@ class Preprocessor:
         if self._digit is not None:
             return max(1, max(width, height) // DIGIT_WORKING_SIDE)
         first = self._geometry[0] if self._geometry else None
-        if not isinstance(first, Resize):
+        # A resize that does not antialias (cv2's, or nearest) samples the full picture's own
+        # pixels: a reduced decode would be another input, so it gets the picture whole.
+        if not isinstance(first, Resize) or not first.antialiases:
             return 1
         # Bounds that hold whichever way EXIF turns the picture.
         if first.to == "longer":

@@ -22,6 +22,18 @@ AFFINE_FILTERS = {
 }
 LANCZOS_TAPS = 8
 WEIGHT_ONE = 2048  # cv2's INTER_RESIZE_COEF_SCALE: weights are multiples of 1/2048
+_S45 = 0.70710678118654752440084436210485
+# interpolateLanczos4's (sin, cos) coefficients of each tap (imgproc/src/imgwarp.cpp).
+LANCZOS_PHASES = (
+    (1, 0),
+    (-_S45, -_S45),
+    (0, 1),
+    (_S45, -_S45),
+    (-1, 0),
+    (_S45, _S45),
+    (0, -1),
+    (-_S45, _S45),
+)
 
 
 def window(
@@ -53,11 +65,28 @@ def _lanczos4_taps(resized: int, source: int, first: int, count: int) -> tuple[n
         np.float32
     )
     floor = np.floor(points)
-    distance = (points - floor).astype(np.float64)[:, None] + 3 - np.arange(LANCZOS_TAPS)
-    weights = np.sinc(distance) * np.sinc(distance / 4)
-    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights = _lanczos4_weights(points - floor)
     index = np.clip(floor.astype(np.int64)[:, None] + np.arange(-3, 5), 0, source - 1)
-    return index, np.rint(weights * WEIGHT_ONE)
+    return index, np.rint(weights * np.float32(WEIGHT_ONE))
+
+
+def _lanczos4_weights(fraction: np.ndarray) -> np.ndarray:
+    """cv2's interpolateLanczos4 for float32 fractions [n] -> float32 weights [n, 8]: each tap in
+    double from one sine and cosine, stored as float32, summed and normalised in float32, so that
+    a weight rounds to the same 1/2048 as cv2's."""
+    shifted = (fraction + np.float32(3)).astype(np.float32)  # x + 3, in float as cv2 adds it
+    y0 = -shifted.astype(np.float64) * np.pi * 0.25
+    sine, cosine = np.sin(y0), np.cos(y0)
+    weights = np.empty((len(fraction), LANCZOS_TAPS), dtype=np.float32)
+    total = np.zeros(len(fraction), dtype=np.float32)
+    for tap, (a, b) in enumerate(LANCZOS_PHASES):
+        offset = (shifted - np.float32(tap)).astype(np.float32)
+        y = -offset.astype(np.float64) * np.pi * 0.25
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = ((a * sine + b * cosine) / (y * y)).astype(np.float32)
+        weights[:, tap] = np.where(np.abs(offset) >= np.float32(1e-6), value, np.float32(1e30))
+        total += weights[:, tap]
+    return weights * (np.float32(1) / total)[:, None]
 
 
 def _lanczos4(
