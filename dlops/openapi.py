@@ -45,7 +45,7 @@ PREDICT_ERRORS: dict[int, tuple[str, str]] = {
         "to decode than it is worth (an aspect ratio beyond 100:1, a progressive JPEG of over "
         "100 scans, over 1 MiB of PNG text)",
         "the upload (6 bytes) is not an image in a format this service reads; expected a PNG, "
-        "JPEG, GIF, BMP, WebP or TIFF image",
+        "JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF image",
     ),
     401: (
         "`API_KEY` is set and the request has no valid key",
