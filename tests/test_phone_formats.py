@@ -32,12 +32,12 @@ from dlops.decode import (
     ImageRefusedError,
     ImageTooLargeError,
     NotAnImageError,
-    coded_layout,
     decode_cost,
     decode_image,
     open_image,
     reduced_size,
 )
+from dlops.phone_formats import coded_layout
 from tests.conftest import FIXTURES, ROOT
 
 WIDTH, HEIGHT = 640, 480
