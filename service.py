@@ -105,9 +105,11 @@ class ImageClassifier:
 
     @bentoml.api(input_spec=ImageUpload, route="/predict")
     async def predict(self, file: bytes) -> Prediction:
-        """Classify one image (PNG, JPEG, GIF, BMP, WebP or TIFF): {"proba": 0.97, "label": "3"}.
+        """Classify one image (PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC or AVIF): {"proba": 0.97, ...}.
 
-        Multi-class models add `top_k`, the most probable classes (`?top_k=N`; 0 for all).
+        Binary models answer {"proba": 0.97, "label": "3"}. Multi-class models add `top_k`, the
+        most probable classes (`?top_k=N`; 0 for all); multi-label ones answer `labels`, every
+        label at or above the threshold.
         """
         return Prediction(**await self.classify(file))
 

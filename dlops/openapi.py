@@ -132,8 +132,8 @@ def example_answer(spec: ModelSpec) -> dict[str, Any]:
     """What /predict answers for one image, in this model's labels.
 
     For a binary model, the reference model's real answer to tests/fixtures/digits/
-    test0300_digit3.png (tests/test_docs.py checks it against the server); for a multi-class
-    one, the shape of the answer with illustrative probabilities.
+    test0300_digit3.png (tests/test_docs.py checks it against the server); for a multi-class or
+    multi-label one, the shape of the answer with illustrative probabilities.
     """
     post = spec.postprocess
     if post.is_binary:
@@ -143,6 +143,9 @@ def example_answer(spec: ModelSpec) -> dict[str, Any]:
     ranked = [
         {"label": post.labels[i], "index": i, "proba": probabilities[i]} for i in range(shown)
     ]
+    if post.is_multi_label:
+        found = [entry for entry in ranked if entry["proba"] >= (post.threshold or 0.5)]
+        return {"labels": found, "threshold": post.threshold, "top_k": ranked}
     return {"label": ranked[0]["label"], "proba": ranked[0]["proba"], "top_k": ranked}
 
 
@@ -248,7 +251,13 @@ def open_inference_paths(spec: ModelSpec, name: str, version: str) -> dict[str, 
         ]
     }
     answer = example_answer(spec)
-    probabilities = [answer["proba"]] if spec.postprocess.is_binary else [answer["proba"], "..."]
+    if spec.postprocess.is_binary:
+        probabilities, label = [answer["proba"]], answer["label"]
+    elif spec.postprocess.is_multi_label:
+        probabilities = [answer["top_k"][0]["proba"], "..."]
+        label = ", ".join(entry["label"] for entry in answer["labels"])
+    else:
+        probabilities, label = [answer["proba"], "..."], answer["label"]
     infer_answer = {
         "model_name": name,
         "model_version": version,
@@ -259,7 +268,7 @@ def open_inference_paths(spec: ModelSpec, name: str, version: str) -> dict[str, 
                 "shape": [1, spec.postprocess.classes],
                 "data": probabilities,
             },
-            {"name": "label", "datatype": "BYTES", "shape": [1], "data": [answer["label"]]},
+            {"name": "label", "datatype": "BYTES", "shape": [1], "data": [label]},
         ],
     }
     any_object = {"type": "object"}

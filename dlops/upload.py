@@ -247,7 +247,8 @@ class ImageUpload(bentoml.IODescriptor):
     # the size cap applies while reading, malformed requests get 4xx answers, and a URL in the
     # field is never fetched. The API method receives the encoded image as bytes.
     file: Annotated[Path, ContentType("image/*")] = Field(
-        description="The image: PNG, JPEG, GIF, BMP, WebP or TIFF; a digit on any background."
+        description="The image: PNG, JPEG, GIF, BMP, WebP, TIFF, HEIC/HEIF or AVIF; a digit on any "
+        "background."
     )
 
     @classmethod

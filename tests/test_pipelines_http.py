@@ -114,3 +114,13 @@ def test_v2_labels_output_joins_the_labels_found(tagger: tuple[Server, ModelSpec
         pytest.fail(response.text)
     outputs = {output["name"]: output for output in response.json()["outputs"]}
     assert outputs["label"]["data"] == [", ".join(entry["label"] for entry in single["labels"])]
+
+
+def test_the_api_page_shows_a_multi_label_answer(tagger: tuple[Server, ModelSpec]) -> None:
+    server, _ = tagger
+    response = httpx.get(f"{server.url}/openapi.json")
+    assert response.status_code == 200, response.text[:500]
+    schema = response.json()
+    assert "paths" in schema, str(schema)[:500]
+    predict = json.dumps(schema["paths"]["/predict"]["post"]["responses"]["200"])
+    assert '"labels": [' in predict and '"threshold": 0.5' in predict
