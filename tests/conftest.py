@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,9 +10,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from dlops.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -180,3 +185,34 @@ def orientation_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     yield from _model_server(
         home, tmp_path_factory.mktemp("orientation"), "orientation", [path, "--name", "orientation"]
     )
+
+
+TAGGER_LABELS = ("cat", "dog", "car")
+
+
+@pytest.fixture(scope="session")
+def letterbox_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model with a letterbox written beside it and three independent labels (Sigmoid)."""
+    from tests.test_pipelines import LETTERBOX
+    from tests.test_resolve import classifier
+
+    folder = tmp_path_factory.mktemp("letterbox_model")
+    model = classifier(folder / "tagger.onnx", ("N", 3, 320, 320), classes=3, tail=["Sigmoid"])
+    (folder / "tagger.preprocess.json").write_text(json.dumps(LETTERBOX))
+    (folder / "tagger.labels.txt").write_text("\n".join(TAGGER_LABELS) + "\n")
+    return model
+
+
+@pytest.fixture(scope="session")
+def tagger(
+    letterbox_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, ModelSpec]]:
+    """A server for it, and the spec its import stored."""
+    from dlops.spec import load_spec
+
+    home = tmp_path_factory.mktemp("tagger_home")
+    for server in _model_server(
+        home, tmp_path_factory.mktemp("tagger"), "tagger", [str(letterbox_model)]
+    ):
+        (entry,) = (home / "models" / "tagger").glob("*/spec.json")
+        yield server, load_spec(entry.parent)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,33 +15,9 @@ import pytest
 from PIL import Image
 
 from dlops.preprocess import Preprocessor
-from dlops.spec import ModelSpec, load_spec
-from tests.conftest import Server, _model_server
-from tests.test_pipelines import LETTERBOX
-from tests.test_resolve import classifier
-
-LABELS = ("cat", "dog", "car")
-
-
-@pytest.fixture(scope="module")
-def letterbox_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("letterbox_model")
-    model = classifier(folder / "tagger.onnx", ("N", 3, 320, 320), classes=3, tail=["Sigmoid"])
-    (folder / "tagger.preprocess.json").write_text(json.dumps(LETTERBOX))
-    (folder / "tagger.labels.txt").write_text("\n".join(LABELS) + "\n")
-    return model
-
-
-@pytest.fixture(scope="module")
-def tagger(
-    letterbox_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, ModelSpec]]:
-    home = tmp_path_factory.mktemp("tagger_home")
-    for server in _model_server(
-        home, tmp_path_factory.mktemp("tagger"), "tagger", [str(letterbox_model)]
-    ):
-        (entry,) = (home / "models" / "tagger").glob("*/spec.json")
-        yield server, load_spec(entry.parent)
+from dlops.spec import ModelSpec
+from tests.conftest import TAGGER_LABELS as LABELS
+from tests.conftest import Server
 
 
 def photo(width: int, height: int, seed: int) -> bytes:

@@ -19,6 +19,7 @@ docs/ui-image.png, the README's screenshots.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -715,3 +717,30 @@ def test_a_non_image_on_the_orientation_page_shows_the_api_error(
     )
     expect(orientation_page.get_by_test_id("error")).to_have_text(expected.json()["error"])
     expect(orientation_page.get_by_test_id("bars")).to_be_hidden()
+
+
+def test_a_multi_label_answer_lists_the_labels_found_above_the_bars(
+    browser: Browser, tagger: tuple[Server, Any]
+) -> None:
+    server, _ = tagger
+    page, problems = open_page(browser, server, viewport=DESKTOP)
+    try:
+        picture = io.BytesIO()
+        Image.new("RGB", (400, 150), (250, 20, 20)).save(picture, "PNG")
+        with page.expect_request("**/predict?*") as sent:
+            with page.expect_file_chooser() as chooser:
+                page.get_by_role("button", name="Upload an image…").click()
+            chooser.value.set_files(
+                {"name": "red.png", "mimeType": "image/png", "buffer": picture.getvalue()}
+            )
+        answer = replay(server, sent.value)
+        found = ", ".join(entry["label"] for entry in answer["labels"])
+        expect(page.get_by_test_id("label")).to_have_text(
+            found or f"none at or above {percent(answer['threshold'])}"
+        )
+        expect(page.locator("#label-name")).to_have_text("Labels")
+        assert shown_bars(page) == [(entry["label"], entry["proba"]) for entry in answer["top_k"]]
+        expect(page.get_by_test_id("proba")).to_be_hidden()
+    finally:
+        page.context.close()
+    problems.assert_none(server.url)

@@ -385,7 +385,8 @@ async function send(body, filename, description) {
     return;
   }
   if (serial !== requestSerial) return;
-  if (response.ok && payload && typeof payload.proba === "number") {
+  const answered = payload && (typeof payload.proba === "number" || Array.isArray(payload.labels));
+  if (response.ok && answered) {
     showAnswer(payload);
     return;
   }
