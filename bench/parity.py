@@ -51,7 +51,6 @@ from bench.servers import ROOT
 
 RESULTS = ROOT / "bench" / "results"
 SPECS = ROOT / "bench" / "parity_specs"
-JPEG_QUALITY = 90
 LARGE = (4032, 3024)  # a 12 MP phone photo, landscape
 # The verdict the study applies: at least this top-1 agreement and at most this median max |Δp|.
 MIN_AGREEMENT = 0.97
@@ -146,16 +145,6 @@ def bundled(files: tuple[tuple[str, str], ...]) -> list[tuple[str, Path]]:
             raise FileNotFoundError(f"{path} is not in the installed {package}")
         found.append((Path(relative).stem, path))
     return found
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    """JPEG (quality 90; L or RGB) or PNG (any mode) bytes."""
-    out = io.BytesIO()
-    if fmt == "JPEG":
-        image.save(out, "JPEG", quality=JPEG_QUALITY)
-    else:
-        image.save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def _opaque(image: Image.Image) -> Image.Image:
@@ -258,7 +247,7 @@ def _transparent(photos: dict[str, Image.Image]) -> list[tuple[str, Image.Image]
 
 def corpus(quick: bool = False) -> list[Sample]:
     """Every picture of the study, deterministic; ``quick``: every third picture."""
-    from tests.documents import page, rotate
+    from tests.documents import encode, page, rotate
 
     samples: list[Sample] = []
 

@@ -7,7 +7,6 @@ the sidecars are read by dlops alone; the one check that needs the bundled photo
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 
 import numpy as np
@@ -58,12 +57,6 @@ def test_enlarge_to_12_mp_keeps_the_aspect_by_cropping() -> None:
     large = parity.enlarge_to(_photo(120, 100), parity.LARGE)
     assert large.size == (4032, 3024)
     assert parity.enlarge_to(_photo(100, 120), parity.LARGE[::-1]).size == (3024, 4032)
-
-
-def test_encode_round_trips_both_formats() -> None:
-    for fmt in ("JPEG", "PNG"):
-        with Image.open(io.BytesIO(parity.encode(_photo(), fmt))) as decoded:
-            assert (decoded.format, decoded.size) == (fmt, (300, 200))
 
 
 def test_text_lines_are_cut_from_a_rendered_page() -> None:
