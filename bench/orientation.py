@@ -86,6 +86,7 @@ from bench.servers import (
     seed_server,
 )
 from dlops.decode import decode_image
+from dlops.steps import describe_steps
 
 RESULTS = ROOT / "bench" / "results"
 STEM = "orientation"
@@ -932,9 +933,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
         "model_bytes": model.stat().st_size,
-        "spec_preprocess": f"{pre.mode}, {pre.color}, shorter side {pre.resize}, "
-        f"{pre.interpolation}, crop {spec.input.height}×{spec.input.width}, scale "
-        f"{pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)}",
+        "spec_preprocess": f"{pre.color}, {describe_steps(pre.steps)}, scale {pre.scale:.6g}, "
+        f"mean {list(pre.mean)}, std {list(pre.std)}",
         "upload": image,
         "answers": measured["answers"],
         "ceiling": {

@@ -49,11 +49,12 @@ LABELS = ["0", "90", "180", "270"]
 if os.environ.get("SEED_ORIENTATION_SPEC"):
     _spec = json.loads(Path(os.environ["SEED_ORIENTATION_SPEC"]).read_text())
     _pre = _spec["preprocess"]
-    assert _pre["mode"] == "resize-crop", _pre
-    RESIZE, CROP = _pre["resize"], _spec["input"]["height"]
+    _resize, _crop = _pre["steps"]  # the resize-crop preset's two steps
+    assert (_resize["op"], _resize["to"], _crop["op"]) == ("resize", "shorter", "crop"), _pre
+    RESIZE, CROP = _resize["size"], _spec["input"]["height"]
     assert _spec["input"]["width"] == CROP, _spec["input"]
-    INTERPOLATION, COLOR, SCALE = _pre["interpolation"], _pre["color"], _pre["scale"]
-    OPENCV = _pre.get("resampling") == "opencv"
+    INTERPOLATION, COLOR, SCALE = _resize["interpolation"], _pre["color"], _pre["scale"]
+    OPENCV = _resize["resampling"] == "opencv"
     MEAN, STD = _pre["mean"], _pre["std"]
     LABELS = _spec["postprocess"]["labels"]
     assert _spec["postprocess"]["activation"] == "none", _spec["postprocess"]
