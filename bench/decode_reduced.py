@@ -57,11 +57,10 @@ def photo(size: tuple[int, int], kind: str) -> bytes:
 def measure_in_this_process(model: str, picture: str, reduced: bool) -> dict[str, float]:
     """Run in a fresh process (see main): median seconds and peak RSS growth in MiB."""
     from dlops.decode import DecodeLimits, decode_image, no_reduction
-    from dlops.memory import Allocator, resident_bytes
+    from dlops.memory import resident_bytes
     from dlops.preprocess import Preprocessor
     from dlops.spec import load_spec
 
-    Allocator().map_large_blocks()  # as the service does
     spec = load_spec(Path(model))
     preprocessor = Preprocessor(spec)
     data = Path(picture).read_bytes()

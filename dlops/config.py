@@ -86,8 +86,9 @@ API_KEY = os.environ.get("API_KEY", "").strip() or None
 # Our log lines go through BentoML's server logging (its format, its handlers), which is
 # configured for the "bentoml" logger tree only.
 LOGGER_NAME = "bentoml.dlops"
-# Hand memory freed by large work back to the system (dlops/memory.py); glibc would keep some
-# in its arenas. 0 keeps the allocator's defaults, to measure the difference
+# Hand memory freed by large work back to the system once the worker holds more than it did at
+# rest by a margin (dlops/core.py, dlops/memory.py); glibc would keep it in its arenas. 0 keeps
+# the allocator's defaults, to measure the difference
 # (`python -m bench.hostile --allocator-defaults`).
 RETURN_MEMORY = os.environ.get("DLOPS_RETURN_MEMORY", "1").strip() != "0"
 # HTTP limits per worker (dlops/http_guard.py): request line and headers, header count, the time

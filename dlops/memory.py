@@ -77,12 +77,9 @@ class Allocator:
     """glibc's malloc, told to give freed memory back to the system (no-ops elsewhere).
 
     glibc raises its mmap threshold up to 32 MiB after a large block is freed, so the next large
-    images and arrays come from the heap, whose free space it keeps. A fixed threshold keeps
-    every block of 1 MiB or more in its own mapping, unmapped when freed; ``trim`` returns what
-    smaller blocks left free at the top of each arena.
+    images and arrays come from the heap, whose free space it keeps for them (no page faults);
+    ``trim`` returns that free space to the system, in every arena.
     """
-
-    M_MMAP_THRESHOLD = -3
 
     def __init__(self) -> None:
         # The symbols the interpreter is linked with: glibc's malloc where Python runs on glibc.
@@ -93,10 +90,6 @@ class Allocator:
     @property
     def available(self) -> bool:
         return self._libc is not None
-
-    def map_large_blocks(self, threshold: int = MIB) -> None:
-        if self._libc is not None:
-            self._libc.mallopt(self.M_MMAP_THRESHOLD, threshold)
 
     def trim(self) -> None:
         if self._libc is not None:

@@ -207,3 +207,39 @@ def test_bad_image_errors_are_client_errors() -> None:
     with pytest.raises(ClientError) as raised:
         core.prepare(b"")
     assert raised.value.error_code == 400 and "empty" in raised.value.message
+
+
+class CountingAllocator:
+    """Stands in for glibc's allocator: counts the hand-backs the core asks for."""
+
+    def __init__(self) -> None:
+        self.trims = 0
+
+    def trim(self) -> None:
+        self.trims += 1
+
+
+def test_freed_memory_is_handed_back_only_past_the_retained_margin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream of photos reuses what the last one freed; a worker holding more than the margin
+    above what it held at rest gives it back after large work, and small work never trims."""
+    from dlops import core as core_module
+
+    core, _ = make_core(MODEL)
+    allocator = CountingAllocator()
+    core._allocator = allocator  # type: ignore[assignment]
+    resident = {"bytes": 100 * core_module.MIB}
+    monkeypatch.setattr(core_module, "resident_bytes", lambda: resident["bytes"])
+    large, small = core_module.TRIM_AFTER_BYTES, core_module.TRIM_AFTER_BYTES - 1
+    never = threading.Event()
+    core._within_budget(large, never, "image", lambda: None)  # sizes the budget at rest
+    assert allocator.trims == 0
+    resident["bytes"] += core_module.RETAINED_BYTES  # exactly at the margin: kept for reuse
+    core._within_budget(large, never, "image", lambda: None)
+    assert allocator.trims == 0
+    resident["bytes"] += 1
+    core._within_budget(small, never, "image", lambda: None)
+    assert allocator.trims == 0
+    core._within_budget(large, never, "image", lambda: None)
+    assert allocator.trims == 1
