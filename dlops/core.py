@@ -55,9 +55,10 @@ INLINE_FORMATS = ("PNG", "GIF", "BMP", "JPEG")
 # Work this small runs without a reservation: it fits in any budget's slack.
 UNRESERVED_BYTES = 4 * MIB
 # After work that held this much, freed memory is handed back to the system, when the worker
-# then holds more than RETAINED_BYTES above what it held at rest: the next photos reuse what the
-# last ones freed (handing it back after every one cost a photo's worth of page faults per
-# request, half the orientation model's throughput), and a burst is still given back.
+# then holds more than RETAINED_BYTES above what it held at rest or after the last hand-back:
+# the next photos reuse what the last ones freed (handing it back after every one cost a photo's
+# worth of page faults per request, half the orientation model's throughput), and a burst is
+# still given back.
 TRIM_AFTER_BYTES = 16 * MIB
 RETAINED_BYTES = 64 * MIB
 # Parsing a JSON body can take this many bytes per byte of it (a list of one-digit floats).
@@ -203,6 +204,9 @@ class Core:
                 and resident_bytes() > self._trim_above
             ):
                 self._allocator.trim()
+                # What a trim cannot hand back (onnxruntime's arena grown by a large batch) is
+                # held for good: the margin counts from what is left.
+                self._trim_above = resident_bytes() + RETAINED_BYTES
 
     def _memory_budget(self) -> MemoryBudget:
         """What the worker may add to what it holds with the model loaded (measured once)."""

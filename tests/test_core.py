@@ -243,3 +243,9 @@ def test_freed_memory_is_handed_back_only_past_the_retained_margin(
     assert allocator.trims == 0
     core._within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 1
+    # What the trim could not hand back is held for good: the margin counts from there.
+    core._within_budget(large, never, "image", lambda: None)
+    assert allocator.trims == 1
+    resident["bytes"] += core_module.RETAINED_BYTES + 1
+    core._within_budget(large, never, "image", lambda: None)
+    assert allocator.trims == 2
