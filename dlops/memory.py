@@ -87,10 +87,6 @@ class Allocator:
         libc = ctypes.CDLL(None)
         self._libc = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
-    @property
-    def available(self) -> bool:
-        return self._libc is not None
-
     def trim(self) -> None:
         if self._libc is not None:
             self._libc.malloc_trim(0)
