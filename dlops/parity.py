@@ -64,7 +64,7 @@ class ImageParity:
     image: str
     agrees: bool
     max_delta: float
-    served: str  # the answer dlops gives, as a label (several joined by "+" for multi-label)
+    served: str  # the answer dlops gives, as a label (several joined by ", " for multi-label)
     expected: str
 
 
@@ -201,10 +201,8 @@ def compare(
 
 
 def _answer(post: Postprocessor, probabilities: np.ndarray) -> str:
-    """The answer the probabilities give, as the service would label it."""
-    if post.spec.is_multi_label:
-        return "+".join(post.labels_above(probabilities)) or "(none)"
-    return post.label_of(probabilities)
+    """The answer the probabilities give, as the service labels it (/v2's label output)."""
+    return post.label_of(probabilities) or "(no label)"
 
 
 # --- the twin: a running server ---------------------------------------------------------------

@@ -65,9 +65,8 @@ class Preprocessor:
 
     def working_bytes(self, width: int, height: int) -> int:
         """An upper bound of what ``pixels`` holds for a decoded ``width`` x ``height`` picture."""
-        per_pixel = (
-            WORKING_BYTES_PER_PIXEL if self._digit is None else (DIGIT_WORKING_BYTES_PER_PIXEL)
-        )
+        digit_step = self._digit is not None
+        per_pixel = DIGIT_WORKING_BYTES_PER_PIXEL if digit_step else WORKING_BYTES_PER_PIXEL
         return width * height * per_pixel
 
     def pixels(self, image: Image.Image) -> np.ndarray:
