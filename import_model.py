@@ -134,17 +134,17 @@ def card_metrics(path: Path) -> dict[str, Any]:
     return dict(json.loads(metrics_path.read_text()).get("test", {}))
 
 
-def build_metadata(
-    path: Path, resolution: Resolution, external_data: list[str] | tuple[str, ...] = ()
-) -> dict[str, Any]:
+def build_metadata(path: Path, resolution: Resolution) -> dict[str, Any]:
     """Key fields of the spec mirrored in BentoML's metadata (spec.json is the source of truth),
-    and the sha256 of the model file and of each of its ``external_data`` files (relative to its
+    and the sha256 of the model file and of each of its external data files (relative to its
     folder, as the graph names them), which the service checks at start-up."""
     spec = resolution.spec
     source, post = spec.input, spec.postprocess
     metadata: dict[str, Any] = {
         "sha256": file_sha256(path),
-        "external_data": {name: file_sha256(path.parent / name) for name in external_data},
+        "external_data": {
+            name: file_sha256(path.parent / name) for name in resolution.external_data
+        },
         "source_file": path.name,
         "input_name": source.name,
         "input_dtype": source.dtype,
@@ -200,11 +200,11 @@ def import_model(path: Path, name: str, resolution: Resolution) -> tuple[str, bo
     """
     import bentoml
 
-    from dlops.resolve.graph import external_data_of, trial_stored
+    from dlops.resolve.graph import trial_stored
 
     spec = resolution.spec
-    external_data = external_data_of(path)
-    metadata = build_metadata(path, resolution, external_data)
+    external_data = resolution.external_data
+    metadata = build_metadata(path, resolution)
     existing = latest_matching(name, spec, metadata["sha256"])
     # latest_matching compares the model file's bytes; its external data must be the same too (an
     # entry of an earlier release records none: it held no external data).

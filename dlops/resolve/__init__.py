@@ -99,6 +99,8 @@ class Resolution:
     spec: ModelSpec  # its ``sources`` say where each value came from
     notes: tuple[str, ...]  # assumptions made, and which flags change them
     input_shape: tuple[str, ...]  # the input's shape as the graph declares it
+    # The graph's external data files, relative to its folder (stored with it).
+    external_data: tuple[str, ...] = ()
 
 
 # --- command-line values (the CLI turns ValueError into a usage error) -------------------------
@@ -166,7 +168,7 @@ def _hints(findings: list[Finding]) -> InputHints:
 def resolve_spec(path: Path, overrides: Overrides | None = None) -> Resolution:
     """The spec dlops would serve ``path`` with; ImportRefused for what it cannot serve."""
     overrides = overrides or Overrides()
-    model = load_model(path)
+    model, external_data = load_model(path)
     graph = model.graph
     notes: list[str] = []
     findings = _findings(path, model, overrides)
@@ -284,7 +286,9 @@ def resolve_spec(path: Path, overrides: Overrides | None = None) -> Resolution:
             if "preprocess.steps" in str(error)
             else f"cannot be served as resolved: {error}"
         ) from None
-    return Resolution(spec, tuple(notes), tuple(str(dim) for dim in source.dims))
+    return Resolution(
+        spec, tuple(notes), tuple(str(dim) for dim in source.dims), tuple(external_data)
+    )
 
 
 def _task(

@@ -81,20 +81,21 @@ def _names_channels(dim: int | str) -> bool:
     return isinstance(dim, str) and "channel" in dim.lower()
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """The graph, after the ONNX checker; ImportRefused for a missing or invalid file, and for
-    external data files that are missing or outside the model's folder (external_data_files)."""
+def load_model(path: Path) -> tuple[onnx.ModelProto, list[str]]:
+    """The graph, after the ONNX checker, and its external data files (external_data_files);
+    ImportRefused for a missing or invalid file, and for external data files that are missing or
+    outside the model's folder."""
     if not path.is_file():
         raise ImportRefused("no such file (train one with `make train` or give a path)")
     model = _parse(path)
     # Before the checker, whose word on external data ("should be stored in …, but it is not
     # regular file") does not say what to do.
-    external_data_files(model, path.parent)
+    external = external_data_files(model, path.parent)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:  # the checker raises several types, protobuf's among them
         raise ImportRefused(f"not a valid ONNX model ({first_line(error)})") from None
-    return model
+    return model, external
 
 
 def _parse(path: Path) -> onnx.ModelProto:
@@ -200,11 +201,6 @@ def _link(folder: Path, name: str) -> Path | None:
         if path.is_symlink():
             return path
     return None
-
-
-def external_data_of(path: Path) -> list[str]:
-    """external_data_files of the graph at ``path``, without the checker's cost."""
-    return external_data_files(_parse(path), path.parent)
 
 
 @dataclass
