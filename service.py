@@ -1,11 +1,13 @@
-"""Any ONNX image classifier, served by BentoML with the preprocessing and labels stored with it.
+"""ONNX image classifiers, served by BentoML with the preprocessing and labels stored with each.
 
 curl -F file=@digit.png http://localhost:3000/predict   ->   {"proba": 0.97, "label": "3"}
+
+DLOPS_MODELS=a,b,c serves several models (the first answers /predict; each /models/{name}/...),
+loaded, reloaded and unloaded without a restart through /v2/repository (dlops/serving.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -16,7 +18,8 @@ from dlops import config
 from dlops.direct_route import DirectRouteService, direct_route
 from dlops.errors import JsonErrorMiddleware
 from dlops.lazy_app import LazyApp
-from dlops.model_store import check_stored_model
+from dlops.model_store import check_stored_models
+from dlops.server_state import server_folder
 from dlops.ui import ui_app
 from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
 
@@ -25,8 +28,11 @@ from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image
 open_inference_app = LazyApp("dlops.v2.routes", "app")
 
 # A missing or damaged model stops `bentoml serve` here, with one line saying what to run,
-# before any worker starts.
-check_stored_model(config.MODEL_TAG)
+# before any worker starts; the versions found are the ones every worker serves, and the ones a
+# built image packs and serves (the `envs` below become its DLOPS_MODELS).
+SERVED_MODELS = check_stored_models(config.MODELS)
+# Made by the arbiter, inherited by its workers (dlops/server_state.py).
+SERVER_FOLDER = server_folder()
 
 
 class RankedClass(BaseModel):
@@ -56,6 +62,7 @@ class Prediction(BaseModel):
     service_class=DirectRouteService,
     workers=config.WORKERS,
     traffic={"timeout": config.REQUEST_TIMEOUT_SECONDS},
+    envs=[{"name": "DLOPS_MODELS", "value": ",".join(SERVED_MODELS)}],
     logging={"access": {"enabled": config.ACCESS_LOG}},
 )
 class ImageClassifier:
@@ -68,40 +75,42 @@ class ImageClassifier:
     - `/readyz` is 200 once the model is loaded; `/metrics` for Prometheus.
     """
 
-    model = BentoModel(config.MODEL_TAG)
+    # The default model; the others are added to the service's models below: `bentoml build`
+    # packs them all.
+    model = BentoModel(SERVED_MODELS[0])
 
     def __init__(self) -> None:
-        from dlops.core import Core
-        from dlops.inference import BackgroundLoader, Classifier
-        from dlops.metrics import prediction_metrics
-        from dlops.spec import load_spec
+        from dlops.serving import serve_models
 
-        path = Path(self.model.path)
-        self.spec = load_spec(path)
-        self.loader = BackgroundLoader(
-            lambda: Classifier(path / config.MODEL_FILE_NAME, self.spec, config.INTRA_OP_THREADS)
-        )
-        self.core = Core(self.spec, self.loader, prediction_metrics(), config.core_limits())
+        self.in_step = serve_models(SERVER_FOLDER)
+        self.repository = self.in_step.repository
 
     def __is_ready__(self) -> bool:
-        return self.loader.is_ready
+        return self.repository.is_ready
 
-    # The direct routes answer POST /predict and /predict_batch over HTTP by calling these two
-    # methods (dlops/direct_route.py); the @bentoml.api declarations further down give the routes
-    # their OpenAPI schema, Swagger UI form and bentoml clients, and serve in-process calls.
+    # The direct routes answer POST /predict, /predict_batch and /models/{model}/... over HTTP
+    # by calling these two methods (dlops/direct_route.py); the @bentoml.api declarations further
+    # down give the routes their OpenAPI schema, Swagger UI form and bentoml clients, and serve
+    # in-process calls.
     @direct_route("/predict", read=image_bytes)
-    async def classify(self, image: bytes, top_k: int | None = None) -> dict[str, Any]:
-        outcome = await self.core.classify_files([image])
+    @direct_route("/models/{model}/predict", read=image_bytes)
+    async def classify(
+        self, image: bytes, top_k: int | None = None, model: str | None = None
+    ) -> dict[str, Any]:
+        core = self.repository.core(model)
+        outcome = await core.classify_files([image])
         if outcome.errors:
             raise outcome.errors[0]
-        return self.core.answer(outcome.probabilities[0], top_k)
+        return core.answer(outcome.probabilities[0], top_k)
 
     @direct_route("/predict_batch", read=batch_image_bytes)
+    @direct_route("/models/{model}/predict_batch", read=batch_image_bytes)
     async def classify_batch(
-        self, images: list[bytes], top_k: int | None = None
+        self, images: list[bytes], top_k: int | None = None, model: str | None = None
     ) -> list[dict[str, Any]]:
         """One answer per image, in order, from one model call; a bad image gets its own error."""
-        return self.core.answers(await self.core.classify_files(images), top_k)
+        core = self.repository.core(model)
+        return core.answers(await core.classify_files(images), top_k)
 
     @bentoml.api(input_spec=ImageUpload, route="/predict")
     async def predict(self, file: bytes) -> Prediction:
@@ -123,5 +132,6 @@ class ImageClassifier:
         return await self.classify_batch(file)
 
 
+ImageClassifier.models.extend(BentoModel(tag) for tag in SERVED_MODELS[1:])
 # Every error response of BentoML's own routes (404, 405, ...) leaves as {"error": ...} too.
 ImageClassifier.add_asgi_middleware(JsonErrorMiddleware)

@@ -93,7 +93,7 @@ def stage_shares(raw: str) -> dict[str, float]:
 
 
 STAGE_SERIES = re.compile(
-    r'^dlops_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$', re.MULTILINE
+    r'^dlops_stage_duration_seconds_(sum|count)\{model="[^"]*",stage="(\w+)"\} (\S+)$', re.MULTILINE
 )
 
 

@@ -7,6 +7,7 @@ stops start-up with a message naming the variable, instead of surfacing later as
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where they are built: this module is read before them
@@ -32,9 +33,52 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
-# Which model the service loads from the BentoML model store (`python import_model.py --name`).
-MODEL_NAME = os.environ.get("DLOPS_MODEL_NAME", DEFAULT_MODEL_NAME).strip() or DEFAULT_MODEL_NAME
-MODEL_TAG = f"{MODEL_NAME}:latest"
+# A model's name and version as the BentoML model store spells them: never a path.
+STORE_TAG_PART = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?")
+
+
+def store_tag(text: str, variable: str) -> tuple[str, str | None]:
+    """``name`` or ``name:version`` -> (name, version or None for the latest)."""
+    name, _, version = text.strip().lower().partition(":")
+    for part in (name, version) if version else (name,):
+        if not STORE_TAG_PART.fullmatch(part):
+            raise SystemExit(
+                f"{variable}: {text.strip()!r} is not a model of the BentoML store: give name or "
+                "name:version (lowercase letters, digits, '_', '-' and '.', at most 63 each)"
+            )
+    return name, (version if version not in ("", "latest") else None)
+
+
+def _served_models() -> list[tuple[str, str | None]]:
+    """DLOPS_MODELS=name[:version],... or else DLOPS_MODEL_NAME (one model), in order."""
+    listed = os.environ.get("DLOPS_MODELS", "").strip()
+    if not listed:
+        one = os.environ.get("DLOPS_MODEL_NAME", "").strip() or DEFAULT_MODEL_NAME
+        return [store_tag(one, "DLOPS_MODEL_NAME")]
+    models = [store_tag(item, "DLOPS_MODELS") for item in listed.split(",") if item.strip()]
+    names = [name for name, _ in models]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise SystemExit(f"DLOPS_MODELS names {', '.join(repeated)} more than once")
+    return models
+
+
+# The models the service loads from the BentoML model store (`python import_model.py --name`),
+# in order: the first answers /predict and /predict_batch, every one /models/{name}/... and /v2.
+MODELS = _served_models()
+MODEL_TAGS = [f"{name}:{version or 'latest'}" for name, version in MODELS]
+DEFAULT_MODEL = MODELS[0][0]
+# The repository extension (POST /v2/repository/...: load, reload and unload models without a
+# restart) changes what the server serves: with API_KEY set it needs the key; without one it is
+# off unless this is set to 1.
+REPOSITORY_API = os.environ.get("DLOPS_REPOSITORY_API", "").strip().lower() in (
+    "1",
+    "true",
+    "yes",
+    "on",
+)
+# How long a repository call waits for every worker to converge on the models it asked for.
+CONVERGE_SECONDS = 120
 
 # Uploads larger than this are refused with 413 before the rest of the body is read.
 MAX_BODY_BYTES = _positive_int("DLOPS_MAX_BODY_BYTES", 10 * 1024 * 1024)

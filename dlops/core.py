@@ -14,13 +14,11 @@ hand really ends, so abandoned work never runs beyond the threads' number.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -36,12 +34,13 @@ from dlops.decode import (
     reduced_size,
 )
 from dlops.errors import ClientError
-from dlops.inference import BackgroundLoader
-from dlops.memory import MIB, Abandoned, Allocator, MemoryBudget, OverBudget, resident_bytes
+from dlops.inference import BackgroundLoader, Classifier
+from dlops.memory import MIB, Abandoned
 from dlops.metrics import PredictionMetrics, error_kind
 from dlops.postprocess import Postprocessor
 from dlops.preprocess import Preprocessor
 from dlops.spec import ModelSpec
+from dlops.worker import TRIM_AFTER_BYTES, UNRESERVED_BYTES, Worker
 
 T = TypeVar("T")
 # The event loop answers a request itself only when all of this holds: the model costs at most
@@ -52,19 +51,8 @@ INLINE_MAX_INFER_SECONDS = 0.0005
 INLINE_MAX_BYTES = 64 * 1024
 INLINE_MAX_PIXELS = 256 * 256
 INLINE_FORMATS = ("PNG", "GIF", "BMP", "JPEG")
-# Work this small runs without a reservation: it fits in any budget's slack.
-UNRESERVED_BYTES = 4 * MIB
-# After work that held this much, freed memory is handed back to the system, when the worker
-# then holds more than RETAINED_BYTES above what it held at rest or after the last hand-back:
-# the next photos reuse what the last ones freed (handing it back after every one cost a photo's
-# worth of page faults per request, half the orientation model's throughput), and a burst is
-# still given back.
-TRIM_AFTER_BYTES = 16 * MIB
-RETAINED_BYTES = 64 * MIB
 # Parsing a JSON body can take this many bytes per byte of it (a list of one-digit floats).
 PARSE_BYTES_PER_BODY_BYTE = 16
-# The budget never drops below this, however much the worker holds at rest.
-MIN_BUDGET_BYTES = 64 * MIB
 # Each call's weight in the moving average of the model's cost per image.
 COST_AVERAGE_WEIGHT = 0.05
 # Predictions are counted by label when a model has at most this many classes; beyond it, by
@@ -104,24 +92,29 @@ class Outcome:
 
 
 class Core:
+    """One loaded model's request path, on the threads and within the memory of ``worker``
+    (shared by every model the worker serves; its own, sized by ``limits``, by default)."""
+
     def __init__(
         self,
         spec: ModelSpec,
         loader: BackgroundLoader,
         metrics: PredictionMetrics,
         limits: CoreLimits | None = None,
+        worker: Worker | None = None,
     ) -> None:
         self.spec = spec
         self.loader = loader
         self.metrics = metrics
         self.limits = limits or CoreLimits()
+        self.worker = worker or Worker(
+            self.limits.max_worker_memory,
+            self.limits.body_memory,
+            self.limits.work_threads,
+            self.limits.return_memory,
+        )
         self.preprocessor = Preprocessor(spec)
         self.postprocessor = Postprocessor(spec.postprocess)
-        self._threads = ThreadPoolExecutor(self.limits.work_threads, "dlops-work")
-        self._budget: MemoryBudget | None = None  # sized once the model has loaded
-        self._sizing_budget = threading.Lock()
-        self._allocator = Allocator() if self.limits.return_memory else None
-        self._trim_above = 0  # resident bytes past which freed memory is handed back
         self._typical_seconds: float | None = None  # per image; see _seconds_per_image
         classes = spec.postprocess.classes
         self._class_range = -(-classes // CLASS_RANGES)  # ceil
@@ -143,20 +136,6 @@ class Core:
     def _model_is_small(self) -> bool:
         return self._seconds_per_image() <= INLINE_MAX_INFER_SECONDS
 
-    async def _off_loop(self, work: Callable[[threading.Event], T]) -> T:
-        """``work(abandoned)`` on a worker thread; ``abandoned`` is set if the caller gives up.
-
-        A cancelled caller returns at once; work not yet started never starts, and work under way
-        keeps its thread until it stops (at its next image, or when it ends).
-        """
-        abandoned = threading.Event()
-        future = self._threads.submit(work, abandoned)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            abandoned.set()
-            raise
-
     async def parse_off_loop_if_large(self, parse: Callable[[], T], body_bytes: int) -> T:
         """``parse()`` of a request body: inline when small, else on a thread within budget.
 
@@ -166,57 +145,9 @@ class Core:
             return parse()
 
         cost = body_bytes * PARSE_BYTES_PER_BODY_BYTE
-        return await self._off_loop(
-            lambda abandoned: self._within_budget(cost, abandoned, "request body", parse)
+        return await self.worker.off_loop(
+            lambda abandoned: self.worker.within_budget(cost, abandoned, "request body", parse)
         )
-
-    def _within_budget(
-        self, amount: int, abandoned: threading.Event, what: str, work: Callable[[], T]
-    ) -> T:
-        """``work()`` holding ``amount`` bytes of the budget; small work holds nothing (and
-        skips the ``with``, which would cost a small request more than the check).
-
-        ``what`` the work is for, as the refusal names it: "image" or "request body".
-        """
-        if amount <= UNRESERVED_BYTES:
-            return work()
-        with self._holding(amount, abandoned, what):
-            return work()
-
-    @contextmanager
-    def _holding(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
-        budget = self._memory_budget()
-        try:
-            with budget.hold(amount, abandoned):
-                yield
-        except OverBudget as error:
-            raise ClientError(
-                f"this {what} needs about {error.needed / MIB:,.0f} MiB to process, more than "
-                f"the {error.total / MIB:,.0f} MiB this server may use for one request's work "
-                f"(DLOPS_MAX_WORKER_MEMORY); send a smaller {what}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                kind="over_memory_budget",
-            ) from None
-        finally:
-            if (
-                amount >= TRIM_AFTER_BYTES
-                and self._allocator is not None
-                and resident_bytes() > self._trim_above
-            ):
-                self._allocator.trim()
-                # What a trim cannot hand back (onnxruntime's arena grown by a large batch) is
-                # held for good: the margin counts from what is left.
-                self._trim_above = resident_bytes() + RETAINED_BYTES
-
-    def _memory_budget(self) -> MemoryBudget:
-        """What the worker may add to what it holds with the model loaded (measured once)."""
-        with self._sizing_budget:
-            if self._budget is None:
-                at_rest = resident_bytes()
-                spare = self.limits.max_worker_memory - at_rest - self.limits.body_memory
-                self._budget = MemoryBudget(max(spare, MIN_BUDGET_BYTES))
-                self._trim_above = at_rest + RETAINED_BYTES
-            return self._budget
 
     # -- the adapters' entry points -----------------------------------------------------------
 
@@ -233,7 +164,7 @@ class Core:
         opened = self._opened_if_cheap(files)
         if opened is not None:
             return self._classify_files(files, opened, stop_at_first_error, NEVER)
-        return await self._off_loop(
+        return await self.worker.off_loop(
             lambda abandoned: self._classify_files(files, None, stop_at_first_error, abandoned)
         )
 
@@ -241,9 +172,14 @@ class Core:
         """A batch already in the input's dtype and shape, fed as it is -> probabilities."""
         await self._model_ready()
         items = list(range(len(batch)))
-        if self._model_is_small() and batch.nbytes <= INLINE_MAX_BYTES:
+        inline = (
+            self._model_is_small()
+            and batch.nbytes <= INLINE_MAX_BYTES
+            and self._activation_bytes(len(batch)) <= UNRESERVED_BYTES
+        )
+        if inline:
             return self._infer(batch, items).probabilities
-        outcome = await self._off_loop(lambda abandoned: self._infer(batch, items))
+        outcome = await self.worker.off_loop(lambda abandoned: self._infer(batch, items, abandoned))
         return outcome.probabilities
 
     # -- the work -----------------------------------------------------------------------------
@@ -251,7 +187,11 @@ class Core:
     def _opened_if_cheap(self, files: list[bytes]) -> list[Image.Image | ClientError] | None:
         """Every file's header, read on the event loop, when all of them are cheap to decode
         there; None when any is not (or the model is not small), so all go to a thread."""
-        if not self._model_is_small() or sum(map(len, files)) > INLINE_MAX_BYTES:
+        if (
+            not self._model_is_small()
+            or sum(map(len, files)) > INLINE_MAX_BYTES
+            or self._activation_bytes(len(files)) > UNRESERVED_BYTES
+        ):
             return None
         opened: list[Image.Image | ClientError] = []
         for file in files:
@@ -289,7 +229,7 @@ class Core:
         working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
         cost = decode_cost(image, reduction) + working
         try:
-            example, decoded_at = self._within_budget(
+            example, decoded_at = self.worker.within_budget(
                 cost, abandoned, "image", lambda: self._decoded_example(image, reduction)
             )
         except ImageError as error:
@@ -344,14 +284,20 @@ class Core:
             return Outcome(np.empty((0, self.spec.postprocess.classes)), [], errors)
         # One image (most requests): a view with a batch axis, not np.stack's copy.
         batch = examples[0][None] if len(examples) == 1 else np.stack(examples)
-        outcome = self._infer(batch, readable)
+        outcome = self._infer(batch, readable, abandoned)
         outcome.errors = errors
         return outcome
 
-    def _infer(self, batch: np.ndarray, items: list[int]) -> Outcome:
+    def _infer(
+        self, batch: np.ndarray, items: list[int], abandoned: threading.Event = NEVER
+    ) -> Outcome:
         classifier = self.loader.loaded()  # the entry points waited for it
         started = time.perf_counter()
-        probabilities = self.postprocessor.probabilities(classifier.run(batch))
+        if self._activation_bytes(len(batch)) <= UNRESERVED_BYTES:
+            raw = classifier.run(batch)
+        else:
+            raw = self._run_within_budget(classifier, batch, abandoned)
+        probabilities = self.postprocessor.probabilities(raw)
         seconds = time.perf_counter() - started
         if self._typical_seconds is not None:
             self._typical_seconds += COST_AVERAGE_WEIGHT * (
@@ -359,6 +305,36 @@ class Core:
             )
         self.metrics.inferred(seconds, *self.metric_answers(probabilities))
         return Outcome(probabilities, items)
+
+    def _activation_bytes(self, images: int) -> int:
+        """What running the model on ``images`` images at once adds to the worker's memory."""
+        return images * self.loader.activation_bytes_per_image
+
+    def _run_within_budget(
+        self, classifier: Classifier, batch: np.ndarray, abandoned: threading.Event
+    ) -> np.ndarray:
+        """The batch run in parts whose activations fit in the budget, each part holding its
+        share while it runs; the answers are the same as one run's."""
+        per_image = self.loader.activation_bytes_per_image
+        total = self.worker.budget.total
+        if per_image > total:
+            raise ClientError(
+                f"this model needs about {per_image / MIB:,.0f} MiB of working memory per image, "
+                f"more than the {total / MIB:,.0f} MiB this server may use for one request's work "
+                "(DLOPS_MAX_WORKER_MEMORY); retry when the server is less loaded",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                kind="over_memory_budget",
+            )
+        size = max(1, min(len(batch), total // per_image))
+        parts = []
+        for start in range(0, len(batch), size):
+            if abandoned.is_set():
+                raise Abandoned()
+            part = batch[start : start + size]
+            amount = self._activation_bytes(len(part))
+            run = partial(classifier.run, part, hand_back=amount >= TRIM_AFTER_BYTES)
+            parts.append(self.worker.within_budget(amount, abandoned, "batch", run))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     # -- answers and metrics ------------------------------------------------------------------
 

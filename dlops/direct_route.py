@@ -43,15 +43,22 @@ Reader = Callable[[Request], Awaitable[Any]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
+# The one path parameter a direct route may have: a model's name, as a whole segment.
+MODEL_PARAMETER = "{model}"
+
+
 def direct_route(path: str, read: Reader) -> Callable[[F], F]:
     """Mark a service method to answer ``POST path`` with ``await method(upload, top_k)``.
 
     ``upload`` is ``await read(request)``, ``top_k`` the query's ``?top_k=N`` (None if absent).
-    The method returns what the JSON body should hold; ``ClientError`` becomes its 4xx answer.
+    A path with a ``{model}`` segment passes that segment as ``model=``. The method returns what
+    the JSON body should hold; ``ClientError`` becomes its 4xx answer. A method may be marked
+    for several paths.
     """
 
     def mark(method: F) -> F:
-        method.__direct_route__ = (path, read)  # type: ignore[attr-defined]
+        marked = getattr(method, "__direct_routes__", [])
+        method.__direct_routes__ = [*marked, (path, read)]  # type: ignore[attr-defined]
         return method
 
     return mark
@@ -84,9 +91,7 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         app = RelativeRedirect(app, "/ui", "ui/")
         routes = {}
         for name in dir(self.inner):
-            marked = getattr(getattr(self.inner, name), "__direct_route__", None)
-            if marked is not None:
-                path, read = marked
+            for path, read in getattr(getattr(self.inner, name), "__direct_routes__", []):
                 routes[path] = DirectRoute(path, read, handler=name)
         app = DirectRoutes(app, routes)
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
@@ -112,9 +117,11 @@ class DirectRoute:
         self.handler = handler
         self._bound: Callable[..., Awaitable[Any]] | None = None  # on the service, once it is up
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Any, send: Any, model: str | None = None
+    ) -> None:
         started = time.perf_counter()
-        status, payload, headers = await self.answer(Request(scope, receive))
+        status, payload, headers = await self.answer(Request(scope, receive), model)
         body = json.dumps(payload).encode()
         await send(
             {
@@ -138,32 +145,41 @@ class DirectRoute:
                 seconds * 1000,
             )
 
-    async def answer(self, request: Request) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+    async def answer(
+        self, request: Request, model: str | None
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+        service = bentoml.get_current_service()
         handler = self._bound
         if handler is None:
-            handler = self._bound = getattr(bentoml.get_current_service(), self.handler)
+            handler = self._bound = getattr(service, self.handler)
         try:
             # Most requests carry no query: parsing an empty one would cost a few µs each.
             query = request.scope.get("query_string")
             top_k = requested_top_k(request.query_params.get("top_k")) if query else None
-            result = await handler(await self.read(request), top_k)
+            if model is None:
+                result = await handler(await self.read(request), top_k)
+            else:
+                result = await handler(await self.read(request), top_k, model)
         except ClientError as error:
             logger.info(
-                "%s: client error %d: %s", self.path, error.error_code, printable(error.message)
+                "%s: client error %d: %s",
+                printable(request.url.path),
+                error.error_code,
+                printable(error.message),
             )
             if not error.counted:  # the core counts the images it refuses
-                prediction_metrics().failed(error.kind)
+                metrics_of(service, model).failed(error.kind)
             return error.error_code, {"error": error.message}, []
         except ModelNotReady as error:
-            prediction_metrics().failed("model_not_ready")
+            metrics_of(service, model).failed("model_not_ready")
             return (
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 {"error": f"{error}; retry shortly"},
                 [(b"retry-after", b"1")],
             )
         except Exception:  # a bug of ours: logged with its traceback, answered as JSON anyway
-            logger.exception("%s: unexpected error", self.path)
-            prediction_metrics().failed("internal_error")
+            logger.exception("%s: unexpected error", printable(request.url.path))
+            metrics_of(service, model).failed("internal_error")
             return (
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 {"error": "the server failed to process this request (a bug, now in its log)"},
@@ -172,19 +188,41 @@ class DirectRoute:
         return HTTPStatus.OK, result, []
 
 
+def metrics_of(service: Any, model: str | None) -> Any:
+    """The prediction metrics of the model a request was for: named in its path, else the
+    default; a name no model has is counted as "" (the label stays bounded)."""
+    repository = service.repository
+    name = repository.default_name if model is None else model
+    return prediction_metrics(name if name in repository.names else "")
+
+
 class DirectRoutes:
-    """ASGI middleware: ``POST`` to a direct route's path is that route's; the rest, ``app``'s."""
+    """ASGI middleware: ``POST`` to a direct route's path is that route's; the rest, ``app``'s.
+
+    ``/models/NAME/rest`` matches the route ``/models/{model}/rest``, with ``model=NAME``.
+    """
 
     def __init__(self, app: Any, routes: dict[str, DirectRoute]) -> None:
         self.app = app
         self.routes = routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        await route(scope, receive, send)
+        path = scope["path"]
+        route = self.routes.get(path)
+        if route is not None:
+            await route(scope, receive, send)
+            return
+        segments = path.split("/")
+        if len(segments) == 4 and segments[1] == "models" and segments[2]:
+            segments[2] = MODEL_PARAMETER
+            route = self.routes.get("/".join(segments))
+            if route is not None:
+                await route(scope, receive, send, model=path.split("/")[2])
+                return
+        await self.app(scope, receive, send)
 
 
 class RelativeRedirect:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlops import config
+from dlops.memory import Allocator, resident_bytes
 from dlops.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -52,9 +53,16 @@ class Classifier:
         self._input = spec.input.name
         self._outputs = [spec.postprocess.output]
         self._classes = spec.postprocess.classes
+        # onnxruntime's arena keeps what the largest batch so far needed; these runs give it
+        # back to the allocator when they end (the worker then hands it to the system).
+        self._handing_back = _arena_shrinking_run()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """A batch in the input's layout and dtype -> the raw output, float [N, K]."""
+    def run(self, batch: np.ndarray, hand_back: bool = False) -> np.ndarray:
+        """A batch in the input's layout and dtype -> the raw output, float [N, K].
+
+        ``hand_back``: free the activations this batch needed when it ends, instead of keeping
+        them in onnxruntime's arena for the next one (after a batch that needed much).
+        """
         # Imported here, like onnxruntime: `bentoml serve`'s arbiter imports this module (through
         # the service's routes) but never runs a model, and numpy would cost it ~14 MiB. Once
         # imported, this costs ~60 ns a call.
@@ -64,8 +72,36 @@ class Classifier:
             return np.concatenate(
                 [self.run(batch[index : index + 1]) for index in range(len(batch))]
             )
-        output = self.session.run(self._outputs, {self._input: batch})[0]
+        options = self._handing_back if hand_back else None
+        output = self.session.run(self._outputs, {self._input: batch}, options)[0]
         return np.asarray(output).reshape(len(batch), self._classes)
+
+    def example(self, images: int) -> np.ndarray:
+        """``images`` blank examples of the input."""
+        import numpy as np
+
+        from dlops.preprocess import NUMPY_DTYPES
+
+        shape = [images if dim == -1 else int(dim) for dim in self.spec.input.shape(-1)]
+        return np.zeros(shape, dtype=NUMPY_DTYPES[self.spec.input.dtype])
+
+    def activation_bytes_per_image(self) -> int:
+        """The memory one more image in a batch costs while the model runs, measured as the
+        growth of this process from a batch of one to a batch of two (onnxruntime keeps a
+        batch's activations in its arena until it is told to hand them back). Run warm.
+
+        A graph that takes one image per call runs a batch image by image: nothing grows.
+        """
+        if self.spec.input.max_batch == 1:
+            return 0
+        one = self.example(1)
+        self.run(one)
+        before = resident_bytes()
+        self.run(self.example(2))
+        grown = resident_bytes() - before
+        self.run(one, hand_back=True)
+        Allocator().trim()
+        return max(0, grown)
 
     def warm_up(self) -> float:
         """Run a few times so the first client does not pay for onnxruntime's lazy initialisation.
@@ -73,12 +109,7 @@ class Classifier:
         Returns the fastest call's seconds for one image once warm (the first call, which
         initialises, is not timed).
         """
-        import numpy as np
-
-        from dlops.preprocess import NUMPY_DTYPES
-
-        shape = [1 if dim == -1 else int(dim) for dim in self.spec.input.shape(1)]
-        example = np.zeros(shape, dtype=NUMPY_DTYPES[self.spec.input.dtype])
+        example = self.example(1)
         self.run(example)
         fastest = float("inf")
         for _ in range(WARM_UP_CALLS):
@@ -88,6 +119,14 @@ class Classifier:
             if fastest > WARM_UP_ENOUGH_SECONDS:  # a slow model: no need to time it again
                 break
         return fastest
+
+
+def _arena_shrinking_run() -> ort.RunOptions:
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 class ModelNotReady(RuntimeError):
@@ -102,24 +141,53 @@ class BackgroundLoader:
     fail.
     """
 
-    def __init__(self, load: Callable[[], Classifier]) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Classifier],
+        admit: Callable[[int, int], str | None] | None = None,
+        after: BackgroundLoader | None = None,
+    ) -> None:
+        """``admit(resident_bytes, activation_bytes_per_image)``: why a model that takes that
+        much memory may not be served (the load then fails with that reason), or None.
+        ``after``: a loader to let finish first, so that each model's memory is its own."""
         self._load = load
+        self._admit = admit
+        self._after = after
         self._done = threading.Event()
         self._classifier: Classifier | None = None
         self._failure: str | None = None
         self.seconds_per_image = float("inf")  # measured by the warm-up, once loaded
+        self.resident_bytes = 0  # what the loaded model holds, measured as it loads
+        self.activation_bytes_per_image = 0  # what each image of a batch adds while it runs
         threading.Thread(target=self._run, name="model-loader", daemon=True).start()
 
     def _run(self) -> None:
+        if self._after is not None:
+            self._after._done.wait()
+        before = resident_bytes()
         try:
             classifier = self._load()
             self.seconds_per_image = classifier.warm_up()
+            self.activation_bytes_per_image = classifier.activation_bytes_per_image()
+            self.resident_bytes = max(0, resident_bytes() - before)
+            refusal = (
+                self._admit(self.resident_bytes, self.activation_bytes_per_image)
+                if self._admit is not None
+                else None
+            )
+            if refusal is not None:
+                raise MemoryError(f"not enough memory for this model: {refusal}")
             self._classifier = classifier
         except Exception as error:  # reported to every caller instead of dying unseen
             self._failure = f"{type(error).__name__}: {error}"
             logger.error("the model failed to load: %s", self._failure)
         finally:
             self._done.set()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the model failed to load, once it has."""
+        return self._failure
 
     @property
     def is_ready(self) -> bool:

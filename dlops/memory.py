@@ -41,6 +41,12 @@ class MemoryBudget:
         self.used = 0
         self._changed = threading.Condition()
 
+    def resize(self, total: int) -> None:
+        """A new total (models loaded or unloaded); work already holding bytes keeps them."""
+        with self._changed:
+            self.total = total
+            self._changed.notify_all()
+
     @contextmanager
     def hold(self, amount: int, abandoned: threading.Event) -> Iterator[None]:
         """Reserve ``amount`` bytes for the block, waiting while others hold the budget.

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
@@ -119,46 +120,28 @@ class _Tally:
 
 
 class PredictionMetrics:
-    """What the model answered, where each image's time went, and why requests failed.
+    """What one model answered, where each image's time went, and why requests failed.
+
+    Every series has a ``model`` label: the served model's name, or "" for a request refused
+    before a model was chosen (no API key, a body that never arrived). Names are those served,
+    so the series stay as few as the models.
 
     Per-image figures are tallied in the worker and written out every FLUSH_SECONDS, and
     before this worker answers a scrape (``FlushBeforeScrape``): with one worker, /metrics is
     exact; with several, another worker's last second may be missing from a scrape.
     """
 
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self._predictions = Counter(
-            "dlops_predictions",
-            "Images classified, by the label answered (by ranges of class indices for models "
-            "of more than 50 classes)",
-            ["label"],
-        )
-        proba = Histogram(
-            "dlops_prediction_proba",
-            "P(positive) for a binary model, the top-1 probability for a multi-class one; one "
-            "observation per image",
-            buckets=PROBA_BUCKETS,
-        )
-        stage_seconds = Histogram(
-            "dlops_stage_duration_seconds",
-            "Time per stage: decode (bytes to pixels, per image), preprocess (to the model's "
-            "input, per image), infer (the model, per call of a batch)",
-            ["stage"],
-            buckets=STAGE_BUCKETS,
-        )
-        self._proba = _Tally(proba, PROBA_BUCKETS)
-        self._decode = _Tally(stage_seconds.labels(stage="decode"), STAGE_BUCKETS)
-        self._preprocess = _Tally(stage_seconds.labels(stage="preprocess"), STAGE_BUCKETS)
-        self._infer = _Tally(stage_seconds.labels(stage="infer"), STAGE_BUCKETS)
+    def __init__(self, model: str) -> None:
+        families = _prediction_families()
+        self._predictions = families.predictions
+        self._model = model
+        self._proba = _Tally(families.proba.labels(model=model), PROBA_BUCKETS)
+        stages = families.stage_seconds
+        self._decode = _Tally(stages.labels(model=model, stage="decode"), STAGE_BUCKETS)
+        self._preprocess = _Tally(stages.labels(model=model, stage="preprocess"), STAGE_BUCKETS)
+        self._infer = _Tally(stages.labels(model=model, stage="infer"), STAGE_BUCKETS)
         self._label_counts: dict[str, int] = {}
-        self._errors = Counter(
-            "dlops_errors",
-            "Failed requests and images, by kind (not_an_image, no_ink, image_too_large, "
-            "request_entity_too_large, unsupported_media_type, unauthorized, ...)",
-            ["kind"],
-        )
+        self._errors = families.errors
         # Observations wait here until the next flush counts them: requests are answered on the
         # event loop and on worker threads, and an append is atomic where a tally is not.
         self._prepared: deque[tuple[float, float]] = deque(maxlen=MAX_PENDING)
@@ -174,7 +157,7 @@ class PredictionMetrics:
         self._inferred.append((seconds, probas, labels))
 
     def failed(self, kind: str) -> None:
-        self._errors.labels(kind=kind).inc()  # rare: written at once
+        self._errors.labels(model=self._model, kind=kind).inc()  # rare: written at once
 
     def flush(self) -> None:
         with self._lock:
@@ -189,7 +172,7 @@ class PredictionMetrics:
             for tally in (self._proba, self._decode, self._preprocess, self._infer):
                 tally.flush()
             for label, count in self._label_counts.items():
-                self._predictions.labels(label=label).inc(count)
+                self._predictions.labels(model=self._model, label=label).inc(count)
             self._label_counts.clear()
 
 
@@ -254,6 +237,49 @@ def route_metrics() -> RouteMetrics:
     return RouteMetrics()
 
 
+@dataclass(frozen=True)
+class _PredictionFamilies:
+    predictions: Any
+    proba: Any
+    stage_seconds: Any
+    errors: Any
+
+
 @cache
-def prediction_metrics() -> PredictionMetrics:
-    return PredictionMetrics()
+def _prediction_families() -> _PredictionFamilies:
+    from prometheus_client import Counter, Histogram
+
+    return _PredictionFamilies(
+        predictions=Counter(
+            "dlops_predictions",
+            "Images classified, by model and the label answered (by ranges of class indices for "
+            "models of more than 50 classes)",
+            ["model", "label"],
+        ),
+        proba=Histogram(
+            "dlops_prediction_proba",
+            "P(positive) for a binary model, the top-1 probability for a multi-class one; one "
+            "observation per image",
+            ["model"],
+            buckets=PROBA_BUCKETS,
+        ),
+        stage_seconds=Histogram(
+            "dlops_stage_duration_seconds",
+            "Time per stage: decode (bytes to pixels, per image), preprocess (to the model's "
+            "input, per image), infer (the model, per call of a batch)",
+            ["model", "stage"],
+            buckets=STAGE_BUCKETS,
+        ),
+        errors=Counter(
+            "dlops_errors",
+            "Failed requests and images, by model and kind (not_an_image, no_ink, "
+            "image_too_large, request_entity_too_large, unsupported_media_type, unauthorized, ...)",
+            ["model", "kind"],
+        ),
+    )
+
+
+@cache
+def prediction_metrics(model: str = "") -> PredictionMetrics:
+    """The metrics of the model ``model`` ("": requests refused before a model was chosen)."""
+    return PredictionMetrics(model)

@@ -9,12 +9,14 @@ The entry's spec.json (dlops/spec.py) is read and validated here too.
 from __future__ import annotations
 
 import hashlib
+from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlops import config
 from dlops.compat import bentoml_home
-from dlops.spec import SpecError, load_spec
+from dlops.errors import ClientError
+from dlops.spec import SpecError, StoredModel, load_spec
 
 IMPORT_HINT = "run `make serve` (it imports the model first) or `python import_model.py`"
 
@@ -76,30 +78,71 @@ def damage(model: Any) -> str | None:
     return None
 
 
-def check_stored_model(tag: str) -> None:
-    """Exit with one line saying what to run when the model or its spec is unusable."""
+class Unservable(Exception):
+    """A stored model that cannot be served, and what to run about it."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def stored_model(name: str, version: str | None) -> StoredModel:
+    """The model ``name`` (``version``, or the latest) from the BentoML store, checked intact,
+    with its spec; Unservable saying what to run when it cannot be served."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    name = tag.split(":", 1)[0]
+    tag = f"{name}:{version or 'latest'}"
     try:
         model = bentoml.models.get(tag)
     except NotFound:
         home = bentoml_home()
-        raise SystemExit(
-            f"dlops: the model {tag} is not in the BentoML model store ({home}/models); "
-            f"{import_hint(name)}, or set BENTOML_HOME to the store that holds it"
+        raise Unservable(
+            f"the model {tag} is not in the BentoML model store ({home}/models); "
+            f"{import_hint(name)}, or set BENTOML_HOME to the store that holds it",
+            missing=True,
         ) from None
     problem = damage(model)
     if problem is not None:
-        raise SystemExit(
-            f"dlops: the stored model {model.tag} cannot be served: {problem}; import it again: "
+        raise Unservable(
+            f"the stored model {model.tag} cannot be served: {problem}; import it again: "
             f"{import_hint(name)}"
         )
+    path = Path(model.path)
     try:
-        load_spec(Path(model.path))
+        spec = load_spec(path)
     except SpecError as error:
-        raise SystemExit(
-            f"dlops: the stored model {model.tag} cannot be served: its spec: {error}; import it "
+        raise Unservable(
+            f"the stored model {model.tag} cannot be served: its spec: {error}; import it "
             f"again: {import_hint(name)}"
         ) from None
+    return StoredModel(name=model.tag.name, version=str(model.tag.version), path=path, spec=spec)
+
+
+def check_stored_models(models: list[tuple[str, str | None]]) -> list[str]:
+    """Each model's ``name:version`` in the store, in order; exit with one line saying what to
+    run when a model or its spec is unusable."""
+    found = []
+    for name, version in models:
+        try:
+            stored = stored_model(name, version)
+        except Unservable as error:
+            raise SystemExit(f"dlops: {error}") from None
+        found.append(f"{stored.name}:{stored.version}")
+    return found
+
+
+class BentoStore:
+    """The BentoML model store as the repository (dlops/repository.py) reads it."""
+
+    def find(self, name: str, version: str | None) -> StoredModel:
+        try:
+            return stored_model(name, version)
+        except Unservable as error:
+            status = HTTPStatus.NOT_FOUND if error.missing else HTTPStatus.UNPROCESSABLE_ENTITY
+            raise ClientError(str(error), status, kind="load_failed") from None
+
+    def names(self) -> list[str]:
+        import bentoml
+
+        return sorted({model.tag.name for model in bentoml.models.list()})

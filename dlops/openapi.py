@@ -370,9 +370,9 @@ def openapi_document(service: Any, instance: Any) -> dict[str, Any]:
     """The corrected document for ``service`` (a bentoml.Service) serving ``instance``'s model."""
     # Through JSON: a copy of BentoML's cached parts, with its integer status keys as strings.
     document = json.loads(json.dumps(bentoml_openapi_document(service)))
-    spec: ModelSpec = instance.spec
-    tag = instance.model.tag
-    name, version = tag.name, str(tag.version)
+    default = instance.repository.current()
+    spec: ModelSpec = default.spec
+    name, version = default.name, default.version
     paths = document["paths"]
     correct_prediction_routes(paths, spec)
     paths["/readyz"]["get"]["responses"]["503"] = error_response(

@@ -261,3 +261,13 @@ def load_spec(directory: Path) -> ModelSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{path} holds a JSON {type(data).__name__}, not an object")
     return ModelSpec.from_json(data)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One version of a model in the store, checked intact, with its spec."""
+
+    name: str
+    version: str
+    path: Path
+    spec: ModelSpec

@@ -88,13 +88,13 @@ async def model_description(request: Request) -> JSONResponse:
     """What the page adapts to: the drawing pad for digit models, upload for the others."""
     import bentoml
 
-    service = bentoml.get_current_service()
-    spec, tag = service.spec, service.model.tag
+    default = bentoml.get_current_service().repository.current()
+    spec = default.spec
     post = spec.postprocess
     return JSONResponse(
         {
-            "name": tag.name,
-            "version": str(tag.version),
+            "name": default.name,
+            "version": default.version,
             "input": "digit" if spec.preprocess.is_digit else "image",
             "binary": post.is_binary,
             "multi_label": post.is_multi_label,

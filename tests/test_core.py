@@ -14,8 +14,10 @@ from PIL import Image
 from dlops.core import INLINE_MAX_BYTES, Core, CoreLimits
 from dlops.errors import ClientError
 from dlops.inference import BackgroundLoader, Classifier, ModelNotReady
+from dlops.memory import MIB
 from dlops.resolve import Overrides, resolve_spec
 from dlops.spec import ModelSpec
+from dlops.worker import Worker
 from tests.conftest import DIGITS_10_MODEL, FIXTURES, MODEL
 
 THREE = (FIXTURES / "digits" / "test0300_digit3.png").read_bytes()
@@ -224,28 +226,28 @@ def test_freed_memory_is_handed_back_only_past_the_retained_margin(
 ) -> None:
     """A stream of photos reuses what the last one freed; a worker holding more than the margin
     above what it held at rest gives it back after large work, and small work never trims."""
-    from dlops import core as core_module
+    from dlops import worker as worker_module
 
-    core, _ = make_core(MODEL)
+    resident = {"bytes": 100 * MIB}
+    monkeypatch.setattr(worker_module, "resident_bytes", lambda: resident["bytes"])
+    worker = Worker(1024 * MIB, 0, threads=1)  # at rest: 100 MiB
     allocator = CountingAllocator()
-    core._allocator = allocator  # type: ignore[assignment]
-    resident = {"bytes": 100 * core_module.MIB}
-    monkeypatch.setattr(core_module, "resident_bytes", lambda: resident["bytes"])
-    large, small = core_module.TRIM_AFTER_BYTES, core_module.TRIM_AFTER_BYTES - 1
+    worker._allocator = allocator  # type: ignore[assignment]
+    large, small = worker_module.TRIM_AFTER_BYTES, worker_module.TRIM_AFTER_BYTES - 1
     never = threading.Event()
-    core._within_budget(large, never, "image", lambda: None)  # sizes the budget at rest
+    worker.within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 0
-    resident["bytes"] += core_module.RETAINED_BYTES  # exactly at the margin: kept for reuse
-    core._within_budget(large, never, "image", lambda: None)
+    resident["bytes"] += worker_module.RETAINED_BYTES  # exactly at the margin: kept for reuse
+    worker.within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 0
     resident["bytes"] += 1
-    core._within_budget(small, never, "image", lambda: None)
+    worker.within_budget(small, never, "image", lambda: None)
     assert allocator.trims == 0
-    core._within_budget(large, never, "image", lambda: None)
+    worker.within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 1
     # What the trim could not hand back is held for good: the margin counts from there.
-    core._within_budget(large, never, "image", lambda: None)
+    worker.within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 1
-    resident["bytes"] += core_module.RETAINED_BYTES + 1
-    core._within_budget(large, never, "image", lambda: None)
+    resident["bytes"] += worker_module.RETAINED_BYTES + 1
+    worker.within_budget(large, never, "image", lambda: None)
     assert allocator.trims == 2

@@ -170,7 +170,9 @@ def served(server: Server) -> Iterator[Server]:
 def decoded_images(server: Server) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     found = re.search(
-        r'^dlops_stage_duration_seconds_count\{stage="decode"\} (\S+)$', text, re.MULTILINE
+        r'^dlops_stage_duration_seconds_count\{model="[^"]*",stage="decode"\} (\S+)$',
+        text,
+        re.MULTILINE,
     )
     assert found, text[:2000]
     return float(found.group(1))

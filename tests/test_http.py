@@ -438,7 +438,7 @@ def test_metrics_add_up_across_workers(model_home: Path, tmp_path: Path) -> None
             assert 'dlops_requests_total{path="/predict",status="200"} 20.0' in text
         # Per-image figures are written out by each worker every second (dlops/metrics.py).
         deadline = time.monotonic() + 10
-        while 'dlops_predictions_total{label="3"} 20.0' not in text:
+        while 'dlops_predictions_total{label="3",model="binary_classifier_3"} 20.0' not in text:
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
             with httpx.Client(base_url=running.url) as fresh:

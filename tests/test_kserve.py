@@ -311,13 +311,19 @@ def test_too_many_images_is_413(
     assert f"the limit is {config.MAX_BATCH_IMAGES} per request" in message
 
 
+MODEL_NAME = config.DEFAULT_MODEL_NAME
+
+
 def dlops_samples(client: httpx.Client) -> dict[tuple[str, str], float]:
-    """The dlops_* counters on /metrics, keyed by (sample name, its one label value)."""
+    """The default model's dlops_* counters on /metrics, keyed by (sample name, its other
+    label's value)."""
     samples: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(client.get("/metrics").text):
         for sample in family.samples:
-            if sample.name.startswith("dlops_") and len(sample.labels) == 1:
-                samples[(sample.name, *sample.labels.values())] = sample.value
+            labels = dict(sample.labels)
+            ours = sample.name.startswith("dlops_") and labels.pop("model", None) == MODEL_NAME
+            if ours and len(labels) == 1:
+                samples[(sample.name, *labels.values())] = sample.value
     return samples
 
 

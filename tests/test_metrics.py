@@ -10,10 +10,12 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from dlops import config
 from tests.conftest import FIXTURES
 
 THREE = FIXTURES / "digits" / "test0300_digit3.png"
 ZERO = next((FIXTURES / "digits").glob("*_digit0.png"))
+MODEL = ("model", config.DEFAULT_MODEL_NAME)  # every series is the model's
 
 
 def scrape(client: httpx.Client) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
@@ -54,18 +56,18 @@ def test_predictions_stages_and_errors_are_counted(client: httpx.Client) -> None
 
     assert (three["label"], zero["label"]) == ("3", "no 3")
     assert [answer.get("label") for answer in batch] == ["3", None, "no 3"]
-    assert delta[("dlops_predictions_total", (("label", "3"),))] == 2
-    assert delta[("dlops_predictions_total", (("label", "no 3"),))] == 2
+    assert delta[("dlops_predictions_total", (("label", "3"), MODEL))] == 2
+    assert delta[("dlops_predictions_total", (("label", "no 3"), MODEL))] == 2
     # One observation per classified image; their sum is the sum of the answered probabilities.
-    assert delta[("dlops_prediction_proba_count", ())] == 4
+    assert delta[("dlops_prediction_proba_count", (MODEL,))] == 4
     answered = three["proba"] + zero["proba"] + batch[0]["proba"] + batch[2]["proba"]
-    assert delta[("dlops_prediction_proba_sum", ())] == pytest.approx(answered)
-    assert delta[("dlops_prediction_proba_bucket", (("le", "0.01"),))] == 2  # the zeros
+    assert delta[("dlops_prediction_proba_sum", (MODEL,))] == pytest.approx(answered)
+    assert delta[("dlops_prediction_proba_bucket", (("le", "0.01"), MODEL))] == 2  # the zeros
     # decode and preprocess: once per image that became a digit; infer: once per model call.
-    assert delta[("dlops_stage_duration_seconds_count", (("stage", "decode"),))] == 4
-    assert delta[("dlops_stage_duration_seconds_count", (("stage", "preprocess"),))] == 4
-    assert delta[("dlops_stage_duration_seconds_count", (("stage", "infer"),))] == 3
-    assert delta[("dlops_stage_duration_seconds_sum", (("stage", "infer"),))] > 0
-    assert delta[("dlops_errors_total", (("kind", "not_an_image"),))] == 2
-    assert delta[("dlops_errors_total", (("kind", "no_ink"),))] == 1
-    assert delta[("dlops_errors_total", (("kind", "unsupported_media_type"),))] == 1
+    assert delta[("dlops_stage_duration_seconds_count", (MODEL, ("stage", "decode")))] == 4
+    assert delta[("dlops_stage_duration_seconds_count", (MODEL, ("stage", "preprocess")))] == 4
+    assert delta[("dlops_stage_duration_seconds_count", (MODEL, ("stage", "infer")))] == 3
+    assert delta[("dlops_stage_duration_seconds_sum", (MODEL, ("stage", "infer")))] > 0
+    assert delta[("dlops_errors_total", (("kind", "not_an_image"), MODEL))] == 2
+    assert delta[("dlops_errors_total", (("kind", "no_ink"), MODEL))] == 1
+    assert delta[("dlops_errors_total", (("kind", "unsupported_media_type"), MODEL))] == 1

@@ -48,10 +48,12 @@ from dlops.errors import ClientError, printable
 from dlops.inference import ModelNotReady
 from dlops.metrics import prediction_metrics
 from dlops.postprocess import Postprocessor
+from dlops.repository import Repository, Version
 from dlops.spec import ModelSpec
 from dlops.upload import read_body
 from dlops.v2 import codec
 from dlops.v2.codec import BYTES, InferenceRequest, InputTensor, OutputTensor, RequestedOutput
+from dlops.v2.repository import routes as repository_routes
 
 logger = logging.getLogger(config.LOGGER_NAME)
 
@@ -81,9 +83,8 @@ class ServedModel:
     spec: ModelSpec
 
     @classmethod
-    def of(cls, service: Any) -> ServedModel:
-        stored = service.model  # the bentoml Model behind BentoModel(config.MODEL_TAG)
-        return cls(name=stored.tag.name, version=str(stored.tag.version), spec=service.spec)
+    def of(cls, served: Version) -> ServedModel:
+        return cls(name=served.name, version=served.version, spec=served.spec)
 
     @property
     def tensor_input(self) -> str:
@@ -189,24 +190,17 @@ async def http_error(request: Request, error: Exception) -> Response:
     return error_response(error.status_code, message, error.headers)
 
 
+def repository() -> Repository:
+    return bentoml.get_current_service().repository
+
+
+def served_version(request: Request) -> Version:
+    """The version of the model named in the path, or 404 saying which models are served."""
+    return repository().current(request.path_params["name"], request.path_params.get("version"))
+
+
 def served_model(request: Request) -> ServedModel:
-    """The model named in the path, or 404 saying which model and version this server has."""
-    model = ServedModel.of(bentoml.get_current_service())
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
-    if name != model.name:
-        raise ClientError(
-            f"there is no model {name!r}; this server serves {model.name!r} "
-            f"(GET /v2/models/{model.name} describes it)",
-            HTTPStatus.NOT_FOUND,
-        )
-    if version is not None and version != model.version:
-        raise ClientError(
-            f"model {name!r} has no version {version!r}; this server serves version "
-            f"{model.version!r} (or leave the version out of the path)",
-            HTTPStatus.NOT_FOUND,
-        )
-    return model
+    return ServedModel.of(served_version(request))
 
 
 # -- health and metadata ---------------------------------------------------------------------
@@ -226,9 +220,14 @@ def not_loaded() -> ModelNotReady:
     return ModelNotReady("the model is not loaded yet (it is loading, or failed to: see the log)")
 
 
+def models_not_loaded() -> ModelNotReady:
+    loading = [entry["name"] for entry in repository().index() if entry["state"] == "LOADING"]
+    return ModelNotReady(f"the model is not loaded yet (loading: {', '.join(loading)})")
+
+
 async def server_ready(request: Request) -> Response:
-    if not bentoml.get_current_service().loader.is_ready:
-        raise not_loaded()
+    if not repository().is_ready:
+        raise models_not_loaded()
     return JSONResponse({"ready": True})
 
 
@@ -246,10 +245,10 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    model = served_model(request)
-    if not bentoml.get_current_service().loader.is_ready:
+    served = served_version(request)
+    if not served.loader.is_ready:
         raise not_loaded()
-    return JSONResponse({"name": model.name, "ready": True})
+    return JSONResponse({"name": served.name, "ready": True})
 
 
 # -- reading the request against the model ---------------------------------------------------
@@ -375,15 +374,15 @@ def output_tensor(
     return OutputTensor(output.name, BYTES, [count], labels, output.binary)
 
 
-async def answer_infer_request(request: Request) -> Response:
-    model = served_model(request)
+async def answer_infer_request(request: Request, served: Version) -> Response:
+    model = ServedModel.of(served)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise ClientError(
             f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed",
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
         )
-    core: Core = bentoml.get_current_service().core
+    core = served.core
     body = await read_body(request, config.MAX_BODY_BYTES)
     header_length = request.headers.get(codec.HEADER_LENGTH)
     inference = await core.parse_off_loop_if_large(
@@ -418,17 +417,23 @@ async def infer(request: Request) -> Response:
     Predictions, refused images and the stage times are counted by the core.
     """
     try:
-        return await answer_infer_request(request)
+        served = served_version(request)
+    except ClientError:
+        prediction_metrics().failed("not_found")
+        raise
+    metrics = prediction_metrics(served.name)
+    try:
+        return await answer_infer_request(request, served)
     except ClientError as error:
         if not error.counted:  # the core counts the images it refuses
-            prediction_metrics().failed(error.kind)
+            metrics.failed(error.kind)
         raise
     except ModelNotReady:
-        prediction_metrics().failed("model_not_ready")
+        metrics.failed("model_not_ready")
         raise
     except Exception:  # a bug of ours: logged with its traceback, answered as JSON anyway
         logger.exception("%s: unexpected error", printable(request.url.path))
-        prediction_metrics().failed("internal_error")
+        metrics.failed("internal_error")
         return error_response(
             HTTPStatus.INTERNAL_SERVER_ERROR,
             "the server failed to process this request (a bug, now in its log)",
@@ -440,6 +445,7 @@ async def infer(request: Request) -> Response:
 
 def _routes() -> list[Route]:
     routes = [
+        *repository_routes,
         Route("/v2", server_metadata),
         Route("/v2/health/live", server_live),
         Route("/v2/health/ready", server_ready),
