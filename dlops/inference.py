@@ -146,13 +146,17 @@ class BackgroundLoader:
         load: Callable[[], Classifier],
         admit: Callable[[int, int], str | None] | None = None,
         after: BackgroundLoader | None = None,
+        least_bytes: int = 0,
     ) -> None:
         """``admit(resident_bytes, activation_bytes_per_image)``: why a model that takes that
         much memory may not be served (the load then fails with that reason), or None.
-        ``after``: a loader to let finish first, so that each model's memory is its own."""
+        ``after``: a loader to let finish first, so that each model's memory is its own.
+        ``least_bytes``: what the model holds at least (its weights), should the growth of the
+        process undercount it (a load that reuses memory freed before)."""
         self._load = load
         self._admit = admit
         self._after = after
+        self._least_bytes = least_bytes
         self._done = threading.Event()
         self._classifier: Classifier | None = None
         self._failure: str | None = None
@@ -169,7 +173,7 @@ class BackgroundLoader:
             classifier = self._load()
             self.seconds_per_image = classifier.warm_up()
             self.activation_bytes_per_image = classifier.activation_bytes_per_image()
-            self.resident_bytes = max(0, resident_bytes() - before)
+            self.resident_bytes = max(self._least_bytes, resident_bytes() - before)
             refusal = (
                 self._admit(self.resident_bytes, self.activation_bytes_per_image)
                 if self._admit is not None

@@ -116,7 +116,9 @@ def stored_model(name: str, version: str | None) -> StoredModel:
             f"the stored model {model.tag} cannot be served: its spec: {error}; import it "
             f"again: {import_hint(name)}"
         ) from None
-    return StoredModel(name=model.tag.name, version=str(model.tag.version), path=path, spec=spec)
+    external = model.info.metadata.get("external_data") or {}
+    size = sum((path / name).stat().st_size for name in [config.MODEL_FILE_NAME, *external])
+    return StoredModel(model.tag.name, str(model.tag.version), path, spec, size_bytes=size)
 
 
 def check_stored_models(models: list[tuple[str, str | None]]) -> list[str]:

@@ -146,7 +146,7 @@ class Repository:
         def loaded() -> Classifier:
             return self._open_classifier(stored)
 
-        loader = BackgroundLoader(loaded, admit, after)
+        loader = BackgroundLoader(loaded, admit, after, least_bytes=stored.size_bytes)
         core = Core(stored.spec, loader, self._metrics_of(stored.name), self.limits, self.worker)
         return Version(stored, core, loader)
 

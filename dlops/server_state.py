@@ -127,12 +127,13 @@ class SharedModels:
         """This worker serves what ``generation`` published, but for ``failures`` (name: why)."""
         _write_atomically(self._status, {"generation": generation, "failures": failures})
 
-    def wait_for_workers(self, generation: int, timeout: float) -> dict[str, str]:
-        """Wait until every live worker has applied ``generation``; what failed where
-        ("worker <pid>: <name>": why), or TimeoutError naming the workers still behind."""
+    def wait_for_workers(self, workers: int, generation: int, timeout: float) -> dict[str, str]:
+        """Wait until ``workers`` live workers have applied ``generation`` (one still loading
+        its models at start has not said so yet); what failed where ("worker <pid>: <name>":
+        why), or TimeoutError saying how many are behind."""
         deadline = time.monotonic() + timeout
         while True:
-            behind, failures = [], {}
+            behind, caught_up, failures = [], 0, {}
             for path in self.folder.glob("worker-*.json"):
                 pid = int(path.stem.removeprefix("worker-"))
                 status = _read(path)
@@ -142,10 +143,13 @@ class SharedModels:
                 if status is None or status["generation"] < generation:
                     behind.append(pid)
                     continue
+                caught_up += 1
                 for name, why in status["failures"].items():
                     failures[f"worker {pid}: {name}"] = why
-            if not behind:
+            if not behind and caught_up >= workers:
                 return failures
             if time.monotonic() > deadline:
-                raise TimeoutError(f"workers {behind} have not applied the change yet")
+                raise TimeoutError(
+                    f"{workers - caught_up} of {workers} workers have not applied the change yet"
+                )
             time.sleep(SYNC_SECONDS)

@@ -56,7 +56,9 @@ class InStep:
                 self.applied = self.shared.publish(self.repository.served())
                 self.shared.report(self.applied, {})
         try:
-            failures = self.shared.wait_for_workers(self.applied, config.CONVERGE_SECONDS)
+            failures = self.shared.wait_for_workers(
+                config.WORKERS, self.applied, config.CONVERGE_SECONDS
+            )
         except TimeoutError as error:
             raise ClientError(
                 f"the change is made in this worker, but {error} after "

@@ -271,3 +271,5 @@ class StoredModel:
     version: str
     path: Path
     spec: ModelSpec
+    # The graph's files (weights included): onnxruntime holds at least this much once loaded.
+    size_bytes: int = 0

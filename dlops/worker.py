@@ -9,6 +9,7 @@ the request bodies it may hold. No serving framework here.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,21 @@ class Worker:
             f"{MIN_BUDGET_BYTES / MIB:,.0f} MiB for requests within the worker's "
             f"{self.max_memory / MIB:,.0f} MiB (DLOPS_MAX_WORKER_MEMORY)"
         )
+
+    def describe(self) -> dict[str, float]:
+        """This worker's memory, in MiB, as GET /models shows it."""
+        figures = {
+            "pid": os.getpid(),
+            "limit_mib": self.max_memory,
+            "before_any_model_mib": self.baseline,
+            "models_mib": self.models_bytes,
+            "request_bodies_mib": self.body_memory,
+            "requests_work_mib": self.budget.total,
+            "resident_now_mib": resident_bytes(),
+        }
+        return {
+            key: value if key == "pid" else round(value / MIB, 1) for key, value in figures.items()
+        }
 
     def set_models_bytes(self, models_bytes: int) -> None:
         """The loaded models now hold ``models_bytes``: the requests' budget is what is left."""

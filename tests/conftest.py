@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,6 +142,17 @@ def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def hey() -> str:
+    """The HTTP load generator (a Debian package)."""
+    found = shutil.which("hey")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("hey (the HTTP load generator) is missing: apt-get install hey")
+        pytest.skip("apt-get install hey")
+    return found
 
 
 TEST_API_KEY = "test-key-9f2c1e7a"

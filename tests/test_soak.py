@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -43,16 +42,6 @@ def soak_requests() -> int:
     if requests < CONCURRENCY:
         raise ValueError(f"DLOPS_SOAK_REQUESTS={raw} must be at least {CONCURRENCY}")
     return whole_batches(requests)
-
-
-@pytest.fixture(scope="module")
-def hey() -> str:
-    found = shutil.which("hey")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("hey (the HTTP load generator) is missing: apt-get install hey")
-        pytest.skip("apt-get install hey")
-    return found
 
 
 def tree_rss_mib(tree: list[ProcessSample]) -> float:

@@ -6,7 +6,8 @@ the list of the models served.
                                                 its latest version, or "parameters": {"version"}
     POST /v2/repository/models/{name}/unload    stop serving it
     GET  /models                                the models served: version, state, classes,
-                                                input, memory and routes
+                                                input, memory and routes; and the memory of
+                                                the worker that answered
 
 A reload loads and warms the new version beside the old one, which serves until the new one is
 ready; one that fails leaves the old one serving. With several workers, the call answers once
@@ -150,7 +151,13 @@ async def unload(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     repository: Repository = bentoml.get_current_service().repository
-    return JSONResponse({"default": repository.default_name, "models": repository.listing()})
+    return JSONResponse(
+        {
+            "default": repository.default_name,
+            "models": repository.listing(),
+            "worker": repository.worker.describe(),
+        }
+    )
 
 
 routes = [
