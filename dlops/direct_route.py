@@ -207,22 +207,33 @@ class DirectRoutes:
         self.routes = routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = self.routes.get(path)
+        route = self.routes.get(path) if scope["method"] == "POST" else None
         if route is not None:
             await route(scope, receive, send)
             return
         segments = path.split("/")
         if len(segments) == 4 and segments[1] == "models" and segments[2]:
-            segments[2] = MODEL_PARAMETER
-            route = self.routes.get("/".join(segments))
+            route = self.routes.get("/".join([*segments[:2], MODEL_PARAMETER, segments[3]]))
+            if route is not None and scope["method"] != "POST":
+                # BentoML knows no such path: its answer would be a 404.
+                await method_not_allowed(scope, send)
+                return
             if route is not None:
-                await route(scope, receive, send, model=path.split("/")[2])
+                await route(scope, receive, send, model=segments[2])
                 return
         await self.app(scope, receive, send)
+
+
+async def method_not_allowed(scope: dict[str, Any], send: Any) -> None:
+    message = f"{scope['method']} is not allowed on {printable(scope['path'])}: use POST"
+    body = json.dumps({"error": message}).encode()
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), (b"allow", b"POST")]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RelativeRedirect:

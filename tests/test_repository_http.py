@@ -166,6 +166,13 @@ def test_an_unknown_model_is_a_404_naming_the_models(client: httpx.Client) -> No
         assert "'nope'" in message and "'digits_10'" in message and "'orientation'" in message
 
 
+def test_a_model_route_takes_only_post(client: httpx.Client) -> None:
+    response = client.get("/models/digits_10/predict")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": "GET is not allowed on /models/digits_10/predict: use POST"}
+    assert client.get("/models/digits_10/nothing").status_code == 404
+
+
 def test_every_model_has_its_own_metrics(client: httpx.Client) -> None:
     predict(client, "/models/digits_10/predict")
     text = client.get("/metrics").text
