@@ -121,7 +121,7 @@ class Repository:
     def start_failure(self) -> str | None:
         """Why a model listed at start failed to load, once one has; None while all load or
         have loaded."""
-        for slot in self._slots.values():
+        for slot in self._all_slots():
             current = slot.current
             if current is not None and current.loader.failure is not None:
                 return f"the model {current.name}:{current.version} failed to load: " + (
@@ -150,11 +150,16 @@ class Repository:
         core = Core(stored.spec, loader, self._metrics_of(stored.name), self.limits, self.worker)
         return Version(stored, core, loader)
 
+    def _all_slots(self) -> list[Slot]:
+        """The slots as they are now: loads add slots on other threads (a copy of a dict is
+        taken at once, where iterating it would fail if it grew meanwhile)."""
+        return list(self._slots.values())
+
     def _held(self, excluding: Version | None = None) -> int:
         """What the loaded current versions hold, but ``excluding``."""
         return sum(
             slot.current.loader.resident_bytes
-            for slot in self._slots.values()
+            for slot in self._all_slots()
             if slot.current is not None
             and slot.current is not excluding
             and slot.current.loader.is_ready
@@ -170,7 +175,7 @@ class Repository:
     @property
     def names(self) -> list[str]:
         """The names this worker answers for (loaded or loading), in the order they came."""
-        return [name for name, slot in self._slots.items() if slot.current is not None]
+        return [slot.name for slot in self._all_slots() if slot.current is not None]
 
     def current(self, name: str | None = None, version: str | None = None) -> Version:
         """The version answering for ``name`` (None: the default model); a ClientError 404
@@ -202,7 +207,7 @@ class Repository:
     @property
     def is_ready(self) -> bool:
         """Every model this worker answers for has loaded (none deliberately unloaded counts)."""
-        return all(slot.current.loader.is_ready for slot in self._slots.values() if slot.current)
+        return all(slot.current.loader.is_ready for slot in self._all_slots() if slot.current)
 
     # -- the repository extension ----------------------------------------------------------
 
@@ -292,7 +297,7 @@ class Repository:
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model of the store and every version served or loading, with its state."""
         entries: list[dict[str, str]] = []
-        for slot in self._slots.values():
+        for slot in self._all_slots():
             if slot.current is not None:
                 loader = slot.current.loader
                 state, reason = State.READY, ""
@@ -316,9 +321,10 @@ class Repository:
     def listing(self) -> list[dict[str, Any]]:
         """Each model served, for GET /models: name, version, state, classes, input, memory."""
         models = []
-        for name in self.names:
-            served = self._slots[name].current
-            assert served is not None
+        for slot in self._all_slots():
+            served, name = slot.current, slot.name
+            if served is None:
+                continue
             spec, loader = served.spec, served.loader
             post, source = spec.postprocess, spec.input
             state = State.READY if loader.is_ready else State.LOADING
