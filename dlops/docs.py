@@ -42,18 +42,27 @@ class ApiPage:
         swagger = bentoml_swagger_ui_dir()
         self.assets = {name: PAGE_DIR / name for name in OWN_ASSETS}
         self.assets.update({name: swagger / name for name in SWAGGER_UI_FILES})
-        self._schema: bytes | None = None
+        self._schema = b""
+        self._schema_of: tuple[Any, ...] = ()  # the models it describes
         self.page = PageMiddleware(self.serve)
 
     def schema(self) -> bytes:
-        """Built on first use, in the worker, whose service instance knows the served model."""
-        if self._schema is None:
-            import bentoml
+        """Built in the worker, whose service instance knows the models served, on first use
+        and again once they change (/v2/repository) or have loaded (the examples list them)."""
+        import bentoml
 
-            from dlops.openapi import openapi_document
+        from dlops.openapi import openapi_document, served_versions
 
-            document = openapi_document(self.service, bentoml.get_current_service())
-            self._schema = json.dumps(document).encode()
+        repository = bentoml.get_current_service().repository
+        versions = served_versions(repository)
+        served = (
+            repository.default_name,
+            repository.is_ready,
+            *((each.name, each.version) for each in versions),
+        )
+        if served != self._schema_of:
+            document = openapi_document(self.service, repository, versions)
+            self._schema, self._schema_of = json.dumps(document).encode(), served
         return self._schema
 
     def owns(self, path: str) -> bool:

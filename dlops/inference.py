@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ READY_POLL_SECONDS = 0.02
 # The first call initialises onnxruntime's kernels; the next ones show what a call costs.
 WARM_UP_CALLS = 2
 WARM_UP_ENOUGH_SECONDS = 0.05
+# Activations the warm-up's batch left in onnxruntime's arena are handed back from this size.
+HAND_BACK_AFTER_BYTES = 1024 * 1024
 
 
 def open_session(model_path: Path | str, intra_op_threads: int = 1) -> ort.InferenceSession:
@@ -85,40 +88,41 @@ class Classifier:
         shape = [images if dim == -1 else int(dim) for dim in self.spec.input.shape(-1)]
         return np.zeros(shape, dtype=NUMPY_DTYPES[self.spec.input.dtype])
 
-    def activation_bytes_per_image(self) -> int:
-        """The memory one more image in a batch costs while the model runs, measured as the
-        growth of this process from a batch of one to a batch of two (onnxruntime keeps a
-        batch's activations in its arena until it is told to hand them back). Run warm.
+    def warm_up(self) -> Warmth:
+        """Run a few times so the first client does not pay for onnxruntime's lazy initialisation,
+        measuring what the model costs on the way (the first call, which initialises, is not
+        measured).
 
-        A graph that takes one image per call runs a batch image by image: nothing grows.
+        Memory: the growth of this process from a batch of one to a batch of two is what one
+        more image in a batch costs while the model runs (onnxruntime keeps a batch's
+        activations in its arena until told to hand them back, as the last call here does). A
+        graph that takes one image per call runs a batch image by image: nothing grows.
         """
-        if self.spec.input.max_batch == 1:
-            return 0
         one = self.example(1)
         self.run(one)
         before = resident_bytes()
+        started = time.perf_counter()
         self.run(self.example(2))
-        grown = resident_bytes() - before
-        self.run(one, hand_back=True)
-        Allocator().trim()
-        return max(0, grown)
-
-    def warm_up(self) -> float:
-        """Run a few times so the first client does not pay for onnxruntime's lazy initialisation.
-
-        Returns the fastest call's seconds for one image once warm (the first call, which
-        initialises, is not timed).
-        """
-        example = self.example(1)
-        self.run(example)
-        fastest = float("inf")
+        fastest = (time.perf_counter() - started) / 2
+        grown = 0 if self.spec.input.max_batch == 1 else max(0, resident_bytes() - before)
         for _ in range(WARM_UP_CALLS):
-            started = time.perf_counter()
-            self.run(example)
-            fastest = min(fastest, time.perf_counter() - started)
             if fastest > WARM_UP_ENOUGH_SECONDS:  # a slow model: no need to time it again
                 break
-        return fastest
+            started = time.perf_counter()
+            self.run(one)
+            fastest = min(fastest, time.perf_counter() - started)
+        if grown >= HAND_BACK_AFTER_BYTES:
+            self.run(one, hand_back=True)
+            Allocator().trim()
+        return Warmth(seconds_per_image=fastest, activation_bytes_per_image=grown)
+
+
+@dataclass(frozen=True)
+class Warmth:
+    """What the warm-up measured: one image's time, and its activations' memory in a batch."""
+
+    seconds_per_image: float
+    activation_bytes_per_image: int
 
 
 def _arena_shrinking_run() -> ort.RunOptions:
@@ -171,8 +175,9 @@ class BackgroundLoader:
         before = resident_bytes()
         try:
             classifier = self._load()
-            self.seconds_per_image = classifier.warm_up()
-            self.activation_bytes_per_image = classifier.activation_bytes_per_image()
+            warmth = classifier.warm_up()
+            self.seconds_per_image = warmth.seconds_per_image
+            self.activation_bytes_per_image = warmth.activation_bytes_per_image
             self.resident_bytes = max(self._least_bytes, resident_bytes() - before)
             refusal = (
                 self._admit(self.resident_bytes, self.activation_bytes_per_image)

@@ -9,6 +9,7 @@ The entry's spec.json (dlops/spec.py) is read and validated here too.
 from __future__ import annotations
 
 import hashlib
+import os
 from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -78,6 +79,16 @@ def damage(model: Any) -> str | None:
     return None
 
 
+def packed_models() -> list[str] | None:
+    """The models a built Bento holds, when serving one (an image): BentoML then reads its own
+    store, ``$BENTO_PATH/models``, and no other. None when serving from source."""
+    bento = os.environ.get("BENTO_PATH")
+    folder = Path(bento, "models") if bento else None
+    if folder is None or not folder.is_dir():
+        return None
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
 class Unservable(Exception):
     """A stored model that cannot be served, and what to run about it."""
 
@@ -96,6 +107,14 @@ def stored_model(name: str, version: str | None) -> StoredModel:
     try:
         model = bentoml.models.get(tag)
     except NotFound:
+        packed = packed_models()
+        if packed is not None:
+            raise Unservable(
+                f"the model {tag} is not in this image, which packs {', '.join(packed)}; "
+                "DLOPS_MODELS can name only those: build an image that packs it with "
+                "`make image MODELS=...`",
+                missing=True,
+            ) from None
         home = bentoml_home()
         raise Unservable(
             f"the model {tag} is not in the BentoML model store ({home}/models); "

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from dlops import config
 from dlops.core import Core, CoreLimits
 from dlops.errors import ClientError
-from dlops.inference import BackgroundLoader, Classifier
+from dlops.inference import BackgroundLoader, Classifier, ModelNotReady
 from dlops.memory import MIB
 from dlops.metrics import PredictionMetrics
 from dlops.spec import ModelSpec, StoredModel
@@ -106,16 +106,16 @@ class Repository:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, models: Iterable[tuple[str, str | None]]) -> None:
+    def start(self, models: Iterable[tuple[str, str | None]], default: str | None = None) -> None:
         """Begin loading each model (in the background: requests that arrive first wait for
-        it); the first is the default, answering /predict. A model missing from the store or
-        damaged raises ClientError here."""
+        it); ``default`` (the first, unless named) answers /predict. A model missing from the
+        store or damaged raises ClientError here."""
         previous: BackgroundLoader | None = None
         for name, version in models:
             stored = self.store.find(name, version)
             started = self._begin(stored, replaced=None, after=previous)
             self._slots[name] = Slot(name, current=started)
-            self.default_name = self.default_name or name
+            self.default_name = default or self.default_name or name
             previous = started.loader
 
     def start_failure(self) -> str | None:
@@ -223,11 +223,11 @@ class Repository:
             slot = self._slots.setdefault(name, Slot(name, reason="loading"))
             old = slot.current
             slot.loading = stored
+            new = self._begin(stored, replaced=old)
             try:
-                new = self._begin(stored, replaced=old)
                 new.loader.get(LOAD_TIMEOUT_SECONDS)
-            except Exception as error:
-                failure = str(error)
+            except ModelNotReady as error:
+                failure = new.loader.failure or str(error)
                 logger.warning("loading %s:%s failed: %s", name, stored.version, failure)
                 if old is None:
                     slot.reason = f"failed to load: {failure}"
@@ -269,14 +269,13 @@ class Repository:
             logger.info("unloaded %s", name)
 
     def served(self) -> list[tuple[str, str]]:
-        """(name, version) of every model answering now, the default first."""
-        models = [(name, self.current(name).version) for name in self.names]
-        models.sort(key=lambda model: model[0] != self.default_name)
-        return models
+        """(name, version) of every model answering now."""
+        return [(name, self.current(name).version) for name in self.names]
 
-    def converge(self, models: list[tuple[str, str]]) -> dict[str, str]:
-        """Serve exactly ``models`` (another worker's change): load what differs, unload what
-        is not listed. What failed to load, by name (the version before it serves on)."""
+    def converge(self, models: list[tuple[str, str]], default: str) -> dict[str, str]:
+        """Serve exactly ``models`` (another worker's change), ``default`` answering /predict:
+        load what differs, unload what is not listed. What failed to load, by name (the
+        version before it serves on)."""
         failures: dict[str, str] = {}
         wanted = dict(models)
         for name in self.names:
@@ -290,8 +289,7 @@ class Repository:
                 self.load(name, version)
             except ClientError as error:
                 failures[name] = error.message
-        if models:
-            self.default_name = models[0][0]
+        self.default_name = default
         return failures
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:

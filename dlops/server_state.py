@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,17 @@ SYNC_SECONDS = 0.25
 FAILURE_FILE = "failure"
 DESIRED_FILE = "desired.json"
 
-Models = list[tuple[str, str]]  # (name, version), the default first
+Models = list[tuple[str, str]]  # (name, version)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The models every worker should serve, the one answering /predict, and the change's
+    number."""
+
+    generation: int
+    models: Models
+    default: str
 
 
 def server_folder() -> Path:
@@ -107,19 +118,24 @@ class SharedModels:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def desired(self) -> tuple[int, Models] | None:
-        """The generation and models last published, or None before any change."""
+    def desired(self) -> Published | None:
+        """What was last published, or None before any change."""
         published = _read(self.folder / DESIRED_FILE)
         if published is None:
             return None
         models = [(str(name), str(version)) for name, version in published["models"]]
-        return int(published["generation"]), models
+        return Published(int(published["generation"]), models, str(published["default"]))
 
-    def publish(self, models: Models) -> int:
-        """Publish the models every worker should serve (hold ``changing``); the generation."""
+    def publish(self, models: Models, default: str) -> int:
+        """Publish the models every worker should serve, and which answers /predict (hold
+        ``changing``); the generation."""
         current = self.desired()
-        generation = (current[0] if current else 0) + 1
-        payload = {"generation": generation, "models": [list(model) for model in models]}
+        generation = (current.generation if current else 0) + 1
+        payload = {
+            "generation": generation,
+            "models": [list(model) for model in models],
+            "default": default,
+        }
         _write_atomically(self.folder / DESIRED_FILE, payload)
         return generation
 

@@ -53,7 +53,8 @@ class InStep:
             self.catch_up()  # another worker's change first, so that it is not undone
             result = action(self.repository)
             with self._applying:
-                self.applied = self.shared.publish(self.repository.served())
+                repository = self.repository
+                self.applied = self.shared.publish(repository.served(), repository.default_name)
                 self.shared.report(self.applied, {})
         try:
             failures = self.shared.wait_for_workers(
@@ -73,10 +74,10 @@ class InStep:
         """Apply the models last published, if this worker has not yet."""
         with self._applying:
             published = self.shared.desired()
-            if published is None or published[0] <= self.applied:
+            if published is None or published.generation <= self.applied:
                 return
-            generation, models = published
-            failures = self.repository.converge(models)
+            generation = published.generation
+            failures = self.repository.converge(published.models, published.default)
             for name, why in failures.items():
                 logger.error("could not follow the change to %s: %s", name, why)
             self.applied = generation
@@ -118,9 +119,13 @@ def serve_models(folder: Path) -> InStep:
     )
     shared = SharedModels(folder)
     published = shared.desired()
-    applied, models = published if published is not None else (0, config.MODELS)
     try:
-        repository.start(models)
+        if published is None:
+            applied = 0
+            repository.start(config.MODELS)
+        else:
+            applied = published.generation
+            repository.start(published.models, published.default)
     except ClientError as error:  # removed from the store since the arbiter checked it
         stop_server(folder, error.message)
         raise SystemExit(1) from None

@@ -1,23 +1,28 @@
-"""The page at /ui: draw a digit (digit models) or upload, drop, paste or photograph an image,
-and see the model's answer.
+"""The page at /ui: pick one of the models served, draw a digit (digit models) or upload, drop,
+paste or photograph an image, and see the model's answer.
 
 Plain files from ``dlops/static`` (HTML, CSS, JavaScript; no build step, nothing loaded from
 another origin, so the page works offline), served by a small Starlette app that service.py
-mounts with ``@bentoml.asgi_app(ui_app, path="/ui")``. The page posts to ``/predict`` on the same
-origin like any other client, so it exercises the real API and shows its real errors.
+mounts with ``@bentoml.asgi_app(ui_app, path="/ui")``. The page posts to the chosen model's
+``/models/{name}/predict`` on the same origin like any other client, so it exercises the real
+API and shows its real errors.
 
 ``/ui`` reaches the page through a relative redirect to ``ui/`` (dlops/direct_route.py's
 ``RelativeRedirect``: a mount only matches below its prefix), which the page needs anyway: its
-assets and ``../predict`` are relative URLs, so it keeps working under a path prefix or a
-proxy. ``model.json`` tells the page which model
-it serves: its name, labels and whether it takes drawn digits.
+assets and ``../models/{name}/predict`` are relative URLs, so it keeps working under a path
+prefix or a proxy.
+
+``models.json`` tells the page which models the server serves, for its model picker: what
+``GET /models`` lists, and what the page needs besides. It is served here, under /ui/, because
+with ``API_KEY`` set /ui/ stays open (dlops/auth.py) while /models needs the key. ``model.json``
+describes the default model alone, for clients that read only that one (dlops/parity.py).
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,6 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+
+from dlops.errors import ClientError
+
+if TYPE_CHECKING:  # the arbiter imports this module, and must not import the serving code
+    from dlops.repository import Repository
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -84,11 +94,20 @@ class PageMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def model_description(request: Request) -> JSONResponse:
-    """What the page adapts to: the drawing pad for digit models, upload for the others."""
+def served_repository() -> Repository:
+    """The worker's models (bentoml is imported here: the arbiter imports this module too)."""
     import bentoml
 
-    default = bentoml.get_current_service().repository.current()
+    return bentoml.get_current_service().repository
+
+
+async def model_description(request: Request) -> JSONResponse:
+    """The default model alone, as the page read it before it had a picker (dlops/parity.py
+    still does): its input kind, kind of answer and labels."""
+    try:
+        default = served_repository().current()
+    except ClientError as error:  # the default model was unloaded (/v2/repository)
+        return JSONResponse({"error": error.message}, status_code=error.error_code)
     spec = default.spec
     post = spec.postprocess
     return JSONResponse(
@@ -105,10 +124,26 @@ async def model_description(request: Request) -> JSONResponse:
     )
 
 
+async def models_description(request: Request) -> JSONResponse:
+    """Every model served, for the picker: GET /models' entries, each with the two settings
+    the page needs that they leave out (the binary threshold and how many classes to rank)."""
+    repository = served_repository()
+    models = []
+    for listed in repository.listing():
+        try:
+            served = repository.current(listed["name"], listed["version"])
+        except ClientError:  # unloaded or reloaded since it was listed: left to the next read
+            continue
+        post = served.spec.postprocess
+        models.append({**listed, "threshold": post.threshold, "top_k": post.top_k})
+    return JSONResponse({"default": repository.default_name, "models": models})
+
+
 # html=True serves index.html for "/", i.e. for /ui/ once mounted.
 ui_app = Starlette(
     routes=[
         Route("/model.json", model_description),
+        Route("/models.json", models_description),
         Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="page"),
     ],
     middleware=[Middleware(PageMiddleware)],

@@ -1,8 +1,10 @@
 """The image `make image` builds, run the way Heroku and OpenShift-style platforms run it.
 
-It is built with the real `bentoml containerize` (backend podman) and run with $PORT set, an
-arbitrary UID that has no passwd entry, a read-only root filesystem and a tmpfs on /tmp; then it
-is asked over HTTP to classify real digits. This takes minutes, so it runs only when
+It is built with the real `bentoml containerize` (backend podman) from an empty model store, with
+two models of which the first, the one /predict answers, is not the default model; and it is run
+with nothing but $PORT set (no model setting: the image serves what it packs), an arbitrary UID
+that has no passwd entry, a read-only root filesystem and a tmpfs on /tmp; then it is asked over
+HTTP to classify real digits and rendered document pages. This takes minutes, so it runs only when
 DLOPS_CONTAINER_TESTS=1 (CI sets it). On a machine without a registry, `deploy/ci/setup-podman.sh`
 installs podman and a local stand-in for the base image first.
 """
@@ -23,6 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURES, ROOT, bentoml_env, free_port
+from tests.documents import EXPECTED_LABEL, document
 
 SWITCH = "DLOPS_CONTAINER_TESTS"
 pytestmark = pytest.mark.skipif(
@@ -34,10 +37,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 IMAGE = "dlops:latest"
+# What the image packs and serves, in order: `make image MODELS=...` imports both first.
+PACKED = ("orientation", "binary_classifier_3")
+DIGIT_MODEL = "binary_classifier_3"
 CONTAINER_PORT = 8080  # not the image's default 3000, so a 200 proves $PORT is honoured
 RUN_AS = "4242:0"  # a UID with no passwd entry and group 0, as OpenShift assigns them
 # The size podman reports, in its MB: 379 before HEIC support, 408 with it (pillow-heif's libheif
-# links the x265 encoder, 23 MB, though dlops only decodes).
+# links the x265 encoder, 23 MB, though dlops only decodes); 414 with the orientation model
+# (6.8 MB) packed beside the digit one.
 MAX_IMAGE_BYTES = 430 * 1000 * 1000
 READY_TIMEOUT_SECONDS = 60  # Heroku stops a web dyno that has not bound $PORT within 60 s
 DIGITS = FIXTURES / "digits"
@@ -60,20 +67,26 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def image_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's BentoML home: empty until `make image` imports the models into it."""
+    return tmp_path_factory.mktemp("image_home")
+
+
+@pytest.fixture(scope="module")
 def image(
-    model_home: Path,
+    image_home: Path,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> str:
-    """`make image` with the podman backend, fed from the throwaway model store."""
+    """`make image MODELS=...` with the podman backend, into its own model store."""
     assert shutil.which("podman"), f"{SWITCH}=1 needs podman: run deploy/ci/setup-podman.sh"
     log = tmp_path_factory.mktemp("image") / "make-image.log"
     started = time.monotonic()
     with log.open("w") as output:
         built = subprocess.run(
-            ["make", "image", "BENTOML_CONTAINERIZE_BACKEND=podman"],
+            ["make", "image", "BENTOML_CONTAINERIZE_BACKEND=podman", f"MODELS={','.join(PACKED)}"],
             cwd=ROOT,
-            env=bentoml_env(model_home),
+            env=bentoml_env(image_home),
             stdout=output,
             stderr=subprocess.STDOUT,
             timeout=1200,
@@ -97,6 +110,7 @@ class Container:
 
 @pytest.fixture(scope="module")
 def container(image: str, request: pytest.FixtureRequest) -> Iterator[Container]:
+    """The image run as a platform runs it: $PORT is its only setting."""
     name = f"dlops-test-{uuid.uuid4().hex[:8]}"
     host_port = free_port()
     url = f"http://127.0.0.1:{host_port}"
@@ -139,8 +153,23 @@ def digit(label: int) -> Path:
     return sorted(DIGITS.glob(f"test*_digit{label}.png"))[0]
 
 
+def classify_digit(container: Container, label: int) -> httpx.Response:
+    """The digit model's answer, at its own route: /predict is the orientation model's."""
+    with digit(label).open("rb") as image:
+        return httpx.post(
+            f"{container.url}/models/{DIGIT_MODEL}/predict", files={"file": image}, timeout=60
+        )
+
+
+def pinned(image_home: Path) -> list[str]:
+    """Each packed model as `name:version`, at the version `make image` imported."""
+    return [
+        f"{name}:{(image_home / 'models' / name / 'latest').read_text().strip()}" for name in PACKED
+    ]
+
+
 def test_image_is_lean_non_root_and_tagged_with_the_bento_version(
-    image: str, model_home: Path, request: pytest.FixtureRequest
+    image: str, image_home: Path, request: pytest.FixtureRequest
 ) -> None:
     inspected = podman("image", "inspect", image)
     assert inspected.returncode == 0, inspected.stderr
@@ -150,20 +179,27 @@ def test_image_is_lean_non_root_and_tagged_with_the_bento_version(
     assert size < MAX_IMAGE_BYTES
     user = config["Config"].get("User", "")
     assert user and user.split(":")[0] not in ("0", "root")
-    version = (model_home / "bentos" / "dlops" / "latest").read_text().strip()
+    version = (image_home / "bentos" / "dlops" / "latest").read_text().strip()
     by_version = podman("image", "inspect", "--format", "{{.Id}}", f"dlops:{version}")
     assert by_version.stdout.strip() == config["Id"]
 
 
-def test_image_holds_the_model_and_no_build_tools(image: str) -> None:
+def test_image_holds_the_models_and_no_build_tools(image: str, image_home: Path) -> None:
     probe = podman(
         "run", "--rm", "--entrypoint", "sh", image, "-c",
-        'ls "$BENTO_PATH"/models/binary_classifier_3/*/model.onnx;'
+        'cd "$BENTO_PATH"/models && ls */*/model.onnx;'
         " command -v gcc cc g++ make git uv pip || true",
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
-    found = probe.stdout.split()
-    assert len(found) == 1 and found[0].endswith("/model.onnx"), found
+    found = sorted(probe.stdout.split())
+    assert found == sorted(f"{tag.replace(':', '/')}/model.onnx" for tag in pinned(image_home))
+
+
+def test_the_image_pins_the_models_it_packs(image: str, image_home: Path) -> None:
+    """Its DLOPS_MODELS names exactly what it packs, at those versions, the first first."""
+    inspected = podman("image", "inspect", "--format", "{{json .Config.Env}}", image)
+    env = dict(entry.split("=", 1) for entry in json.loads(inspected.stdout))
+    assert env["DLOPS_MODELS"] == ",".join(pinned(image_home))
 
 
 def test_image_holds_no_secrets(image: str) -> None:
@@ -180,11 +216,28 @@ def test_image_holds_no_secrets(image: str) -> None:
     assert probe.stdout.strip() == "", probe.stdout
 
 
+def test_serves_every_packed_model_with_no_setting(container: Container, image_home: Path) -> None:
+    """Started with $PORT alone, it serves both models, the first one by default."""
+    listing = httpx.get(f"{container.url}/models", timeout=30).json()
+    assert listing["default"] == PACKED[0]
+    served = [f"{model['name']}:{model['version']}" for model in listing["models"]]
+    assert served == pinned(image_home)
+    assert {model["state"] for model in listing["models"]} == {"READY"}
+
+
+def test_predict_answers_with_the_first_packed_model(container: Container) -> None:
+    """/predict is the orientation model's: a page turned 90° clockwise is "90"."""
+    for rotation in (0, 90):
+        files = {"file": ("page.jpg", document(1, rotation, "JPEG"), "image/jpeg")}
+        response = httpx.post(f"{container.url}/predict", files=files, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["label"] == EXPECTED_LABEL[rotation]
+
+
 def test_serves_real_digits_on_port(container: Container) -> None:
     answers = {}
     for label in (3, 0):
-        with digit(label).open("rb") as image:
-            response = httpx.post(f"{container.url}/predict", files={"file": image}, timeout=30)
+        response = classify_digit(container, label)
         assert response.status_code == 200, response.text
         answers[label] = response.json()
     assert answers[3]["label"] == "3" and answers[3]["proba"] > 0.5
@@ -233,9 +286,8 @@ def test_a_killed_worker_is_replaced(container: Container) -> None:
     (victim,) = worker_pids(container)
     killed = podman("exec", container.name, "sh", "-c", f"kill -9 {victim}")
     assert killed.returncode == 0, killed.stderr
-    with digit(3).open("rb") as image:
-        # Waits in the socket's queue until the new worker takes it (BentoML checks every 10 s).
-        response = httpx.post(f"{container.url}/predict", files={"file": image}, timeout=60)
+    # Waits in the socket's queue until the new worker takes it (BentoML checks every 10 s).
+    response = classify_digit(container, 3)
     assert response.status_code == 200, response.text
     assert response.json()["label"] == "3"
     replacement = worker_pids(container)

@@ -76,7 +76,8 @@ def check_stored(home: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-c",
-            f"from dlops.model_store import check_stored_model;check_stored_model('{NAME}:latest')",
+            "from dlops.model_store import check_stored_models;"
+            f"check_stored_models([('{NAME}', None)])",
         ],
         cwd=ROOT,
         env=bentoml_env(home),

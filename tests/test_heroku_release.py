@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -157,6 +158,35 @@ def test_release_with_podman_pushes_docker_schema_2(release) -> None:
     ]
     assert done.calls[2]["stdin"].strip() == "fake-heroku-api-token"
     assert f"Released {TARGET} at {WEB_URL}" in done.stdout
+
+
+def test_the_image_packs_and_pins_the_models_of_MODELS(release, tmp_path: Path) -> None:
+    """MODELS picks what the released image serves, with no model setting on the app; this
+    repository's models are imported into an empty store first."""
+    home = tmp_path / "bentoml_home"
+    models = "orientation,binary_classifier_3"
+    done = release("heroku", "podman", via_make=True, BENTOML_HOME=str(home), MODELS=models)
+
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"CONTAINERIZE_OPTS='--opt platform=linux/amd64 --opt format=docker' MODELS='{models}'"
+        in done.stdout
+    )
+    # The Bento that the engine was asked to build packs both and pins them in its Dockerfile.
+    version = (home / "bentos" / "dlops" / "latest").read_text().strip()
+    assert f"dlops:{version}" in build_call(done)["args"]
+    bento = home / "bentos" / "dlops" / version
+    pinned = [
+        f"{name}:{(home / 'models' / name / 'latest').read_text().strip()}"
+        for name in models.split(",")
+    ]
+    (service,) = yaml.safe_load((bento / "bento.yaml").read_text())["services"]
+    assert [model["tag"] for model in service["models"]] == pinned
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text().splitlines()
+    assert f"ARG DLOPS_MODELS={','.join(pinned)}" in dockerfile
+    assert "ENV DLOPS_MODELS=$DLOPS_MODELS" in dockerfile
+    assert f"curl {WEB_URL}models" in done.stdout
+    assert f"curl -F file=@image.jpg {WEB_URL}predict   # orientation answers" in done.stdout
 
 
 def test_docker_without_buildx_builds_with_the_classic_builder(release) -> None:

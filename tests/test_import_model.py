@@ -162,8 +162,8 @@ def test_an_entry_of_the_previous_release_is_imported_once_more(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "from dlops.model_store import check_stored_model;"
-            "check_stored_model('binary_classifier_3:latest')",
+            "from dlops.model_store import check_stored_models;"
+            "check_stored_models([('binary_classifier_3', None)])",
         ],
         cwd=ROOT,
         env=bentoml_env(tmp_path),

@@ -122,6 +122,13 @@ def test_the_container_port_is_PORT_everywhere() -> None:
     assert service_port["targetPort"] == port["name"]
 
 
+def test_the_models_are_the_images_own() -> None:
+    """The Deployment leaves the models to the image, which serves what it packs (its own
+    DLOPS_MODELS, pinned by `make image`); a DLOPS_MODEL_NAME here would be ignored for it."""
+    names = {item["name"] for item in container()["env"]}
+    assert not names & {"DLOPS_MODELS", "DLOPS_MODEL_NAME"}
+
+
 def test_the_bentoml_image_serves_on_PORT() -> None:
     """The image's entrypoint (BentoML's own) is what turns PORT into the serving port."""
     import bentoml

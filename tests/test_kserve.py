@@ -36,7 +36,7 @@ from dlops.preprocess.digit import to_model_input
 from dlops.spec import ModelSpec, load_spec
 from tests import documents
 from tests.conftest import BENTOML, DIGITS_10_MODEL, FIXTURES, Server, bentoml_env, run_import
-from tests.test_startup import save_slow_model
+from tests.test_startup import SLOW_MODEL_ENV, save_slow_model
 
 DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
 THREE = FIXTURES / "digits" / "test0300_digit3.png"
@@ -148,7 +148,7 @@ def test_not_ready_while_the_model_loads(tmp_path: Path) -> None:
     home = tmp_path / "home"
     imported = run_import(home, str(model), "--name", "slow")
     assert imported.returncode == 0, imported.stderr
-    server = Server(home, tmp_path / "serve.log", DLOPS_MODEL_NAME="slow")
+    server = Server(home, tmp_path / "serve.log", **SLOW_MODEL_ENV)
     try:
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
         deadline = time.monotonic() + 120

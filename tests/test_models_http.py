@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import FIXTURES, Server, run_import
 from tests.documents import EXPECTED_LABEL, ROTATIONS, document
 from tests.orientation_reference import reference_labels, reference_probabilities
-from tests.test_startup import save_slow_model
+from tests.test_startup import SLOW_MODEL_ENV, save_slow_model
 
 DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
 
@@ -133,7 +133,7 @@ def test_livez_answers_while_an_early_predict_waits_for_a_slow_model(tmp_path: P
     save_slow_model(model)  # a digit-sized input, but seconds a call: it must not run inline
     imported = run_import(home, str(model), "--name", "slow")
     assert imported.returncode == 0, imported.stderr
-    server = Server(home, tmp_path / "serve.log", DLOPS_MODEL_NAME="slow")
+    server = Server(home, tmp_path / "serve.log", **SLOW_MODEL_ENV)
     try:
         deadline = time.monotonic() + 90
         while True:  # up, but still warming the model up

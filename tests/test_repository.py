@@ -206,11 +206,14 @@ def test_unload_then_load_again(store: FileStore) -> None:
 def test_converge_serves_exactly_what_was_published(store: FileStore) -> None:
     store.add("binary", "v2", MODEL, Overrides(threshold=0.999))
     served = started(store, "binary", "digits")
-    failures = served.converge([("digits", "v1"), ("binary", "v1")])
+    failures = served.converge([("digits", "v1"), ("binary", "v1")], default="digits")
     assert failures == {}
-    assert served.served() == [("digits", "v1"), ("binary", "v1")]
+    assert served.served() == [("binary", "v1"), ("digits", "v1")]
     assert served.default_name == "digits"
-    assert served.converge([("binary", "v1")]) == {} and served.names == ["binary"]
+    assert served.converge([("binary", "v1")], default="digits") == {}
+    assert served.names == ["binary"]
+    with pytest.raises(ClientError, match="'digits' is not loaded"):
+        served.core()  # the default stays what was published, unloaded as in every worker
 
 
 def photo(seed: int) -> bytes:

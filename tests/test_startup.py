@@ -15,6 +15,9 @@ from tests.conftest import FIXTURES, Server, run_import
 
 SIDE = 3000  # a 3000x3000 float matrix; each product below costs ~54 GFLOP
 PRODUCTS = 6
+# Its 3000x3000 intermediates stay in onnxruntime's arena: ~160 MiB, counted in the worker's
+# memory budget, which must have room for them.
+SLOW_MODEL_ENV = {"DLOPS_MODEL_NAME": "slow", "DLOPS_MAX_WORKER_MEMORY": "1024"}
 
 
 def save_slow_model(path: Path) -> None:
@@ -67,7 +70,7 @@ def test_readyz_is_503_while_the_model_loads_and_early_requests_wait(tmp_path: P
     imported = run_import(home, str(model), "--name", "slow")
     assert imported.returncode == 0, imported.stderr
     digit = next((FIXTURES / "digits").glob("*.png")).read_bytes()
-    server = Server(home, tmp_path / "serve.log", DLOPS_MODEL_NAME="slow")
+    server = Server(home, tmp_path / "serve.log", **SLOW_MODEL_ENV)
     try:
         seen: list[int] = []
         early_answer: list[httpx.Response] = []

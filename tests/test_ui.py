@@ -8,10 +8,11 @@ Every page is loaded with requests to any other origin aborted and recorded, so 
 proven to work offline, and with uncaught script errors and console errors (such as a Content
 Security Policy violation) collected; a test fails on either.
 
-The page adapts to the model that model.json describes: the binary digit model and the 10-class
+The page adapts to the model that models.json describes: the binary digit model and the 10-class
 digit model keep the drawing pad, the document-orientation model (an image classifier that is not
 about digits) gets upload, drop, paste and the phone camera; multi-class answers are shown as
-ranked bars. Each kind is tested against a real server for its model.
+ranked bars. Each kind is tested against a real server for its model, and all three behind the
+model picker of one server that serves them together.
 
 UPDATE_UI_SCREENSHOT=1 makes the drawn-3 test write docs/ui.png and the orientation upload test
 docs/ui-image.png, the README's screenshots.
@@ -34,6 +35,7 @@ from PIL import Image
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    Locator,
     Page,
     Playwright,
     Request,
@@ -43,7 +45,17 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import FIXTURES, ROOT, TEST_API_KEY, Server
+from tests.conftest import (
+    DIGITS_10_MODEL,
+    FIXTURES,
+    MODEL,
+    ROOT,
+    TEST_API_KEY,
+    Server,
+    orientation_model_path,
+    run_import,
+    serving,
+)
 from tests.documents import document
 
 CHROMIUM = "/usr/bin/chromium"
@@ -95,7 +107,7 @@ def test_page_and_assets_are_served_with_their_types_and_a_strict_policy(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "<canvas" in page.text
-    # The wording comes from model.json, not from the page's source.
+    # The wording comes from models.json, not from the page's source.
     assert "Is it a 3?" not in page.text
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
@@ -155,13 +167,14 @@ class PageProblems:
 
     def on_console(self, message: ConsoleMessage) -> None:
         # Chromium logs every error answer as "Failed to load resource"; those of the page's own
-        # files are caught by on_response, those of /predict are expected where a test sends bad
-        # input, and the test checks what the page shows for them.
+        # files are caught by on_response, those of the prediction routes are expected where a
+        # test sends bad input, and the test checks what the page shows for them.
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
             self.script_errors.append(message.text)
 
     def on_response(self, response: Response) -> None:
-        if response.status >= 400 and urlsplit(response.url).path != "/predict":
+        # /predict, or the chosen model's /models/{name}/predict.
+        if response.status >= 400 and not urlsplit(response.url).path.endswith("/predict"):
             self.failed_loads.append(f"{response.status} {response.url}")
 
     def on_request(self, request: Request) -> None:
@@ -206,7 +219,7 @@ def open_page(
 
 
 def wait_until_adapted(page: Page) -> None:
-    """Until the page has read model.json and adapted to the model."""
+    """Until the page has read models.json and adapted to the model."""
     expect(page.locator("body")).to_have_attribute("data-input", re.compile("^(digit|image)$"))
 
 
@@ -325,11 +338,12 @@ def test_a_non_image_shows_the_api_error(desktop: Page, client: httpx.Client) ->
     expect(desktop.get_by_test_id("label")).to_be_hidden()
 
 
-def test_without_model_json_the_page_still_classifies_uploads(
+def test_without_models_json_the_page_still_classifies_uploads(
     desktop: Page, client: httpx.Client
 ) -> None:
-    # E.g. an older server behind the same page: the answer's own shape says how to show it.
-    desktop.route("**/ui/model.json", lambda route: route.abort("connectionrefused"))
+    # E.g. an older server behind the same page: uploads go to the default model's /predict, and
+    # the answer's own shape says how to show it.
+    desktop.route("**/ui/models.json", lambda route: route.abort("connectionrefused"))
     desktop.reload()
     expect(desktop.locator("body")).to_have_attribute("data-input", "image")
     expect(desktop.get_by_role("alert")).to_contain_text("description could not be read")
@@ -744,3 +758,219 @@ def test_a_multi_label_answer_lists_the_labels_found_above_the_bars(
     finally:
         page.context.close()
     problems.assert_none(server.url)
+
+
+# --- several models in one server: the model picker -------------------------------------------
+
+MULTI_MODELS = ("binary_classifier_3", "digits_10", "orientation")
+MULTI_OPTIONS = ["binary_classifier_3 (default)", "digits_10", "orientation"]
+
+
+@pytest.fixture(scope="module")
+def multi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The three models in one server, the binary digit model first (the default), with the
+    repository extension on, so that a test can unload a model while the page is open."""
+    home = tmp_path_factory.mktemp("multi_home")
+    paths = (MODEL, DIGITS_10_MODEL, orientation_model_path())
+    for path, name in zip(paths, MULTI_MODELS, strict=True):
+        imported = run_import(home, str(path), "--name", name)
+        assert imported.returncode == 0, imported.stderr
+    log = tmp_path_factory.mktemp("multi") / "serve.log"
+    env = {"DLOPS_MODELS": ",".join(MULTI_MODELS), "DLOPS_REPOSITORY_API": "1"}
+    yield from serving(Server(home, log, **env))
+
+
+@pytest.fixture
+def multi_page(browser: Browser, multi_server: Server) -> Iterator[Page]:
+    page, problems = open_page(browser, multi_server, viewport=DESKTOP)
+    yield page
+    page.context.close()
+    problems.assert_none(multi_server.url)
+
+
+def model_picker(page: Page) -> Locator:
+    return page.get_by_role("combobox", name="Model")
+
+
+def visible_buttons(page: Page) -> list[str]:
+    """The input panel's buttons on screen, in the keyboard's order."""
+    return [button.inner_text() for button in page.locator("#actions button:visible").all()]
+
+
+def test_models_json_is_get_models_with_what_the_page_needs(multi_server: Server) -> None:
+    listed = httpx.get(f"{multi_server.url}/ui/models.json", timeout=30).json()
+    served = httpx.get(f"{multi_server.url}/models", timeout=30).json()
+    assert listed["default"] == served["default"] == MULTI_MODELS[0]
+    assert [entry["name"] for entry in listed["models"]] == list(MULTI_MODELS)
+    extras = [{key: entry.pop(key) for key in ("threshold", "top_k")} for entry in listed["models"]]
+    assert listed["models"] == served["models"]
+    assert extras == [
+        {"threshold": 0.5, "top_k": 1},
+        {"threshold": None, "top_k": 5},
+        {"threshold": None, "top_k": 4},
+    ]
+    # model.json still describes the default model alone, in its own shape.
+    default = httpx.get(f"{multi_server.url}/ui/model.json", timeout=30).json()
+    first = listed["models"][0]
+    assert (default["name"], default["version"]) == (first["name"], first["version"])
+    assert default["binary"] and default["input"] == "digit" and default["labels"] == ["no 3", "3"]
+
+
+def test_with_an_api_key_the_pages_models_json_stays_open(keyed_server: Server) -> None:
+    with httpx.Client(base_url=keyed_server.url, timeout=30) as anonymous:
+        assert anonymous.get("/models").status_code == 401
+        listed = anonymous.get("/ui/models.json")
+    assert listed.status_code == 200
+    assert [entry["name"] for entry in listed.json()["models"]] == ["binary_classifier_3"]
+
+
+def test_the_picker_lists_every_model_and_starts_on_the_default(multi_page: Page) -> None:
+    picker = model_picker(multi_page)
+    expect(picker).to_be_visible()
+    expect(picker.locator("option")).to_have_text(MULTI_OPTIONS)
+    expect(picker).to_have_value("binary_classifier_3")
+    expect(multi_page.get_by_role("heading", level=1)).to_have_text("Is it “3” or “no 3”?")
+    expect(multi_page.get_by_test_id("model-tag")).to_contain_text("binary_classifier_3")
+    expect(multi_page.locator("body")).to_have_attribute("data-input", "digit")
+    # The picker comes first for the keyboard: the choice decides what the rest of the page is.
+    multi_page.keyboard.press("Tab")
+    expect(picker).to_be_focused()
+
+
+def test_the_10_class_model_chosen_answers_a_drawn_3_on_its_own_route(
+    multi_page: Page, multi_server: Server
+) -> None:
+    page = multi_page
+    model_picker(page).select_option("digits_10")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Digits 10")
+    expect(page).to_have_title("Digits 10 · digits_10 · dlops")
+    expect(page.locator("#endpoint")).to_have_text("POST /models/digits_10/predict?top_k=5")
+    expect(page.get_by_role("img", name=re.compile("^Drawing pad"))).to_be_visible()
+    with page.expect_request("**/predict?*") as sent:
+        draw_with_mouse(page, THREE)
+    assert urlsplit(sent.value.url).path == "/models/digits_10/predict"
+    expect(page.get_by_test_id("label")).to_have_text("3")
+    answer = replay(multi_server, sent.value)
+    assert len(answer["top_k"]) == 5 and answer["top_k"][0]["label"] == "3"
+    assert_bars_are_the_answer(page, answer)
+    expect(page.get_by_test_id("proba")).to_be_hidden()
+
+
+def test_choosing_the_binary_model_again_clears_the_answer_and_answers_as_binary(
+    multi_page: Page, multi_server: Server
+) -> None:
+    page = multi_page
+    model_picker(page).select_option("digits_10")
+    draw_with_mouse(page, THREE)
+    expect(page.get_by_test_id("bars")).to_be_visible()
+
+    model_picker(page).select_option("binary_classifier_3")
+    expect(page.get_by_text("Nothing to classify yet.")).to_be_visible()
+    expect(page.get_by_test_id("label")).to_be_hidden()
+    expect(page.locator("#source")).to_have_text("")
+    assert distinct_pad_colours(page) == 1
+    expect(page.get_by_role("heading", level=1)).to_have_text("Is it “3” or “no 3”?")
+
+    digit = DIGITS / "test0300_digit3.png"
+    with page.expect_request("**/predict") as sent:
+        page.locator("#file").set_input_files(digit)
+    assert sent.value.url == f"{multi_server.url}/models/binary_classifier_3/predict"
+    upload = {"file": (digit.name, digit.read_bytes())}
+    answer = httpx.post(sent.value.url, files=upload, timeout=30).json()
+    expect(page.get_by_test_id("label")).to_have_text(answer["label"])
+    assert shown_proba(page) == answer["proba"]
+    expect(page.get_by_test_id("bars")).to_be_hidden()
+    # The default model's own route, /predict, gives the same answer.
+    assert httpx.post(f"{multi_server.url}/predict", files=upload, timeout=30).json() == answer
+
+
+def test_switching_between_a_digit_and_an_image_model_adapts_the_page_each_time(
+    multi_page: Page, multi_server: Server
+) -> None:
+    page = multi_page
+    draw_with_mouse(page, THREE)
+    expect(page.get_by_test_id("label")).to_have_text("3")
+
+    model_picker(page).select_option("orientation")
+    expect(page.locator("body")).to_have_attribute("data-input", "image")
+    expect(page.get_by_text("Nothing to classify yet.")).to_be_visible()
+    expect(page.locator("#pad")).to_be_hidden()
+    expect(page.get_by_role("img", name="The chosen image")).to_be_visible()
+    expect(page.get_by_text("Your image", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Orientation")
+    assert visible_buttons(page) == ["Upload an image…", "Clear"]
+    scan = document(12, 90, "JPEG")
+    with page.expect_request("**/predict?*") as sent:
+        page.locator("#file").set_input_files(
+            {"name": "scan.jpg", "mimeType": "image/jpeg", "buffer": scan}
+        )
+    assert urlsplit(sent.value.url).path == "/models/orientation/predict"
+    assert_bars_are_the_answer(page, replay(multi_server, sent.value))
+    assert distinct_colours(page, "preview") > 1
+
+    model_picker(page).select_option("digits_10")
+    expect(page.locator("body")).to_have_attribute("data-input", "digit")
+    expect(page.get_by_text("Nothing to classify yet.")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("^Drawing pad"))).to_be_visible()
+    expect(page.get_by_text("Your digit", exact=True)).to_be_visible()
+    assert visible_buttons(page) == ["Clear", "Upload an image…"]
+    assert distinct_pad_colours(page) == 1
+    draw_with_mouse(page, THREE)
+    expect(page.get_by_test_id("label")).to_have_text("3")
+
+
+def test_a_one_model_server_shows_no_picker(desktop: Page) -> None:
+    expect(desktop.locator("#picker")).to_be_hidden()
+    expect(model_picker(desktop)).to_have_count(0)
+    with desktop.expect_request("**/predict") as sent:
+        draw_with_mouse(desktop, THREE)
+    assert urlsplit(sent.value.url).path == "/models/binary_classifier_3/predict"
+    expect(desktop.get_by_test_id("label")).to_have_text("3")
+
+
+def test_under_a_path_prefix_the_page_posts_below_the_prefix(
+    browser: Browser, multi_server: Server
+) -> None:
+    # What a proxy that serves the service under /behind/ does: strip the prefix.
+    page, problems = open_page(browser, multi_server, viewport=DESKTOP)
+    try:
+        page.route(
+            f"{multi_server.url}/behind/**",
+            lambda route: route.continue_(url=route.request.url.replace("/behind/", "/", 1)),
+        )
+        page.goto(f"{multi_server.url}/behind/ui/")
+        wait_until_adapted(page)
+        model_picker(page).select_option("digits_10")
+        with page.expect_request("**/predict?*") as sent:
+            draw_with_mouse(page, THREE)
+        assert urlsplit(sent.value.url).path == "/behind/models/digits_10/predict"
+        expect(page.get_by_test_id("label")).to_have_text("3")
+    finally:
+        page.context.close()
+    problems.assert_none(multi_server.url)
+
+
+def test_a_model_unloaded_while_the_page_is_open_leaves_the_picker(
+    multi_page: Page, multi_server: Server
+) -> None:
+    page = multi_page
+    model_picker(page).select_option("orientation")
+    expect(page.locator("body")).to_have_attribute("data-input", "image")
+    repository = f"{multi_server.url}/v2/repository/models/orientation"
+    unloaded = httpx.post(f"{repository}/unload", timeout=60)
+    assert unloaded.status_code == 200, unloaded.text
+    try:
+        page.locator("#file").set_input_files(
+            {"name": "scan.jpg", "mimeType": "image/jpeg", "buffer": document(3, 0, "JPEG")}
+        )
+        # The 404 made the page read the list again: back on the default, saying why.
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("The model orientation is no longer served")
+        expect(alert).to_contain_text("'orientation' is not loaded")
+        expect(alert).to_contain_text("The page now uses binary_classifier_3.")
+        expect(model_picker(page).locator("option")).to_have_text(MULTI_OPTIONS[:2])
+        expect(model_picker(page)).to_have_value("binary_classifier_3")
+        expect(page.locator("body")).to_have_attribute("data-input", "digit")
+    finally:
+        loaded = httpx.post(f"{repository}/load", timeout=300)
+        assert loaded.status_code == 200, loaded.text

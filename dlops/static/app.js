@@ -1,14 +1,17 @@
-// The /ui page. It reads model.json first and adapts to the model it serves:
-// - digit models ("input": "digit"): draw on the pad, or upload, drop or paste a picture;
+// The /ui page. It reads models.json first, offers a picker when the server serves several
+// models, and adapts to the chosen one (the default model at first):
+// - digit models ("input": {"kind": "digit"}): draw on the pad, or upload, drop or paste a picture;
 // - any other image classifier: upload, drop, paste or (on a phone) photograph an image.
-// Every finished stroke or chosen file is POSTed to /predict as the multipart field "file". A
-// binary model's answer is shown as its label and P(positive); a multi-class model's as its
-// best classes, as bars.
+// Every finished stroke or chosen file is POSTed to the chosen model's /models/{name}/predict as
+// the multipart field "file". A binary model's answer is shown as its label and P(positive); a
+// multi-class model's as its best classes, as bars.
 "use strict";
 
-// Relative, so that the page works behind a path prefix: /ui/ -> /predict, /ui/model.json.
-const PREDICT_URL = new URL("../predict", document.baseURI);
-const MODEL_URL = new URL("model.json", document.baseURI);
+// Relative, so that the page works behind a path prefix: /ui/ -> /ui/models.json, and each
+// model's /models/{name}/predict is reached as ../models/{name}/predict.
+const MODELS_URL = new URL("models.json", document.baseURI);
+// Where the default model answers: the page's only route when models.json cannot be read.
+const DEFAULT_PREDICT_URL = new URL("../predict", document.baseURI);
 const API_KEY_STORAGE = "dlops-api-key";
 // What is sent for a drawing is always a SENT_SIZE square PNG of the strokes, whatever the
 // screen's size and pixel density, so a drawing gets the same answer on a phone and a desktop.
@@ -32,8 +35,12 @@ const errorBox = document.getElementById("error");
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("api-key");
 const source = document.getElementById("source");
+const pickerBox = document.getElementById("picker");
+const picker = document.getElementById("model-picker");
 
-// The model's description from model.json, or a stand-in when it could not be read.
+// The models served (see pageModel), and the chosen one: null until models.json has been read,
+// a stand-in when it could not be.
+let models = [];
 let model = null;
 // Strokes in pad coordinates from 0 to 1, so they can be redrawn at any size.
 let strokes = [];
@@ -48,9 +55,38 @@ let lastUpload = null;
 // The API key also lives here, for browsers where sessionStorage is disabled.
 let sessionKey = null;
 
-// --- the model ---------------------------------------------------------------------------------
+// --- the models --------------------------------------------------------------------------------
 
 const isDigitModel = () => model !== null && model.input === "digit";
+
+// A models.json entry (GET /models' fields, plus threshold and top_k) as the page uses it.
+function pageModel(entry) {
+  return {
+    name: entry.name,
+    version: entry.version,
+    state: entry.state,
+    isDefault: entry.default,
+    input: entry.input.kind,
+    binary: entry.task === "binary",
+    labels: entry.labels,
+    top_k: entry.top_k,
+    // The route is from the service's root ("/models/x/predict"): "..", from /ui/, keeps any
+    // path prefix in front of the service.
+    predict: new URL(`..${entry.routes.predict}`, document.baseURI),
+  };
+}
+
+// What the page falls back to without models.json: uploads, sent to the default model, whose
+// answer's own shape says how to show it.
+const STAND_IN = {
+  name: "",
+  version: "",
+  input: "image",
+  binary: false,
+  labels: [],
+  top_k: 0,
+  predict: DEFAULT_PREDICT_URL,
+};
 
 // How many classes to ask for: the model's own top_k, or a few when that means "all".
 function barCount() {
@@ -111,6 +147,8 @@ function describeModel() {
     setText("pad-hint", "Draw a digit here, or drop an image file");
     setText("sends", "The page sends your drawing as a PNG, or your file as it is, to");
     setText("curl", "curl -F file=@digit.png");
+    // Clearing the drawing comes first for the keyboard (back in place after an image model).
+    document.getElementById("actions").prepend(clearButton);
   } else {
     setText("input-title", "Your image");
     setText("pad-hint", imageHint());
@@ -130,24 +168,104 @@ function imageHint() {
   return `Drop an image here, click to choose one, or paste one with ${paste}`;
 }
 
-async function loadModel() {
-  try {
-    const response = await fetch(MODEL_URL, { headers: { Accept: "application/json" } });
-    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-    model = await response.json();
-  } catch (error) {
-    // Uploads work for every model, and the answer's shape says how to show it.
-    model = { name: "", version: "", input: "image", binary: false, labels: [], top_k: 0 };
-    describeModel();
-    showError("The model's description could not be read", `${MODEL_URL.pathname}: ${error.message}`);
-    return;
-  }
-  describeModel();
+async function readModels() {
+  const response = await fetch(MODELS_URL, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  return (await response.json()).models.map(pageModel);
 }
 
+// "digits_10", "binary_classifier_3 (default)", "tagger (loading)".
+function optionText(each) {
+  const notes = [];
+  if (each.isDefault) notes.push("default");
+  if (each.state === "LOADING") notes.push("loading");
+  if (each.state === "UNAVAILABLE") notes.push("failed to load");
+  return notes.length ? `${each.name} (${notes.join(", ")})` : each.name;
+}
+
+// One option per model, the chosen one selected; the picker only shows when there is a choice.
+function showPicker() {
+  const options = models.map((each) => {
+    const option = document.createElement("option");
+    option.value = each.name;
+    option.textContent = optionText(each);
+    return option;
+  });
+  picker.replaceChildren(...options);
+  picker.value = model.name;
+  pickerBox.hidden = models.length < 2;
+}
+
+// Adapts the page to ``chosen``, starting from an empty pad and no answer.
+function choose(chosen) {
+  model = chosen;
+  showPicker();
+  describeModel();
+  clearAll();
+}
+
+const defaultModel = () => models.find((each) => each.isDefault) || models[0];
+
+async function loadModels() {
+  try {
+    models = await readModels();
+  } catch (error) {
+    choose(STAND_IN);
+    const where = `${MODELS_URL.pathname}: ${error.message}`;
+    showError("The models' description could not be read", where);
+    return;
+  }
+  if (models.length === 0) {
+    choose(STAND_IN);
+    const how = "Load one with POST /v2/repository/models/{name}/load.";
+    showError("This server serves no model now", how);
+    return;
+  }
+  choose(defaultModel());
+}
+
+// Models are loaded and unloaded while the page is open (/v2/repository): the list is read
+// again when the tab is shown again, and when the chosen model answered 404 (``why``).
+async function refreshModels(why = "") {
+  let latest;
+  try {
+    latest = await readModels();
+  } catch {
+    return;  // the list the page has stays; the next refresh may read it
+  }
+  models = latest;
+  const still = models.find((each) => each.name === model.name);
+  if (still) {
+    const reloaded = still.version !== model.version;
+    model = still;
+    showPicker();
+    if (reloaded) describeModel();
+    return;
+  }
+  if (models.length === 0) {  // nothing to turn to: the chosen model's 404 says what to do
+    showPicker();
+    return;
+  }
+  const gone = model === STAND_IN ? null : model.name;  // a stand-in gives way silently
+  choose(defaultModel());
+  if (gone !== null) {
+    const message = `${why} The page now uses ${model.name}.`.trim();
+    showError(`The model ${gone} is no longer served`, message);
+  }
+}
+
+picker.addEventListener("change", () => {
+  const chosen = models.find((each) => each.name === picker.value);
+  if (chosen && chosen !== model) choose(chosen);
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && model !== null) refreshModels();
+});
+
 function predictUrl() {
-  const url = new URL(PREDICT_URL);
-  if (model && !model.binary) url.searchParams.set("top_k", String(barCount()));
+  const url = new URL(model.predict);
+  if (!model.binary) url.searchParams.set("top_k", String(barCount()));
   return url;
 }
 
@@ -399,6 +517,7 @@ async function send(body, filename, description) {
     return;
   }
   showError(`The service answered ${response.status}`, message);
+  if (response.status === 404) refreshModels(message);  // the model was unloaded meanwhile
 }
 
 function setResult(state) {
@@ -512,4 +631,4 @@ keyForm.addEventListener("submit", (event) => {
 const resizes = new ResizeObserver(render);
 resizes.observe(pad);
 resizes.observe(previewCanvas);
-loadModel().then(render);
+loadModels();
