@@ -95,7 +95,12 @@ ifneq ($(IMPORT_ARGS),)
 endif
 	$(foreach name,$(SERVED_NAMES),$(call import_served,$(name)))
 
+# A port already taken would end in a traceback from circus' bind: one line instead.
 serve: import
+	@$(BIN)/python -c 'import socket, sys; s = socket.socket(); \
+		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", int(sys.argv[1])))' \
+		$(PORT) 2>/dev/null || { echo "make serve: port $(PORT) is in use (another server is \
+	listening there); pick another: PORT=$$(( $(PORT) + 1 )) make serve" >&2; exit 1; }
 	$(BIN)/bentoml serve --port $(PORT)
 
 test: import

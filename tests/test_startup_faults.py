@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +84,22 @@ def test_importing_again_repairs_a_damaged_model(tmp_path: Path) -> None:
         assert answer.json()["label"] == "3"
     finally:
         server.stop()
+
+
+def test_make_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            ["make", "-s", "serve", f"PORT={port}"],
+            cwd=ROOT,
+            env=bentoml_env(tmp_path / "home"),
+            capture_output=True,
+            text=True,
+            timeout=EXIT_WITHIN_SECONDS,
+        )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"make serve: port {port} is in use" in result.stderr.splitlines()[0], result.stderr
+    assert f"PORT={port + 1} make serve" in result.stderr
