@@ -59,7 +59,7 @@ help:
 	@echo "make build   bentoml build (the Bento that containerize turns into an image)"
 	@echo "make image   build + containerize: dlops:latest (BENTOML_CONTAINERIZE_BACKEND=podman)"
 	@echo "make heroku-release HEROKU_APP=name   release on Heroku (DRY_RUN=1: print commands)"
-	@echo "make serve MODEL=model.onnx   import and serve your own model (see the README)"
+	@echo "make serve MODEL=model.onnx   import and serve your own model (see docs/models.md)"
 	@echo "make serve MODELS=a,b:version,...   serve several models, the first at /predict; with"
 	@echo "             make build/image: pack them all, and the image serves them. This repository's"
 	@echo "             binary_classifier_3, digits_10 and orientation are imported first; any other"

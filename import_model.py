@@ -397,7 +397,7 @@ def expect(path: Path, spec: ModelSpec, answers: Path, tolerance: Tolerance) -> 
         details = "; ".join(line.removeprefix("parity:").strip() for line in lines)
         raise ImportRefused(
             f"the stored steps do not reproduce {answers.name}, so nothing was stored: {details}. "
-            "Write the pipeline as steps in a <model>.preprocess.json (see the README) or "
+            "Write the pipeline as steps in a <model>.preprocess.json (see docs/models.md) or "
             "loosen --tolerance"
         )
     return lines

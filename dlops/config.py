@@ -120,7 +120,7 @@ REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # onnxruntime's intra-op threads per worker. One suits the digit models (a pool only adds
 # hand-off jitter to microseconds of work) and several workers on several cores; a large model
-# served by one worker on a many-core machine may gain from more (README, Performance).
+# served by one worker on a many-core machine may gain from more (docs/performance.md).
 INTRA_OP_THREADS = _positive_int("DLOPS_INTRA_OP_THREADS", 1)
 # On SIGTERM, the longest a worker keeps accepting the connections already queued before it
 # lets requests in flight finish and exits; Heroku sends SIGKILL 30 s after SIGTERM.

@@ -40,7 +40,7 @@ def open_session(model_path: Path | str, intra_op_threads: int = 1) -> ort.Infer
 
     options = ort.SessionOptions()
     # Workers scale by process; a thread pool per worker fights the other workers for the cores
-    # and adds hand-off jitter to a small model (see the README's Performance section).
+    # and adds hand-off jitter to a small model (see docs/performance.md).
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

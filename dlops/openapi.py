@@ -172,7 +172,7 @@ OTHER_TAGS = [
     {
         "name": TAG_V2,
         "description": "The Open Inference Protocol (KServe V2 REST), for KServe, Triton and "
-        "MLServer clients; the binary tensor extension is not described here (see the README).",
+        "MLServer clients; the binary tensor extension is not described here (see docs/api.md).",
     },
     {"name": TAG_PAGE, "description": "The page to draw or upload an image (`/ui`)."},
     {"name": "Infrastructure", "description": "Health, readiness and Prometheus metrics."},

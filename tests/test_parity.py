@@ -20,7 +20,7 @@ from tests.test_import_model import assert_one_line_error, imported, versions
 
 
 def write_answers(folder: Path, images: list[bytes], probabilities: list[np.ndarray]) -> Path:
-    """answers.json as the README's script writes it: each image beside it, its probabilities."""
+    """answers.json as docs/models.md writes it: each image beside it, its probabilities."""
     answers = []
     for index, (data, row) in enumerate(zip(images, probabilities, strict=True)):
         name = f"page{index}.jpg"

@@ -15,7 +15,7 @@ ranked bars. Each kind is tested against a real server for its model, and all th
 model picker of one server that serves them together.
 
 UPDATE_UI_SCREENSHOT=1 makes the drawn-3 test write docs/ui.png and the orientation upload test
-docs/ui-image.png, the README's screenshots.
+docs/ui-image.png, the screenshots of README.md and docs/ui.md.
 """
 
 from __future__ import annotations
