@@ -250,7 +250,7 @@ class Core:
         stop_at_first_error: bool,
         abandoned: threading.Event,
     ) -> Outcome:
-        examples: list[np.ndarray] = []
+        examples = _Examples(len(files))
         readable: list[int] = []
         errors: dict[int, ClientError] = {}
         pixels_left = self.limits.max_request_pixels
@@ -280,11 +280,9 @@ class Core:
                 errors[index] = error
                 if stop_at_first_error:
                     break
-        if not examples or (errors and stop_at_first_error):
+        if not readable or (errors and stop_at_first_error):
             return Outcome(np.empty((0, self.spec.postprocess.classes)), [], errors)
-        # One image (most requests): a view with a batch axis, not np.stack's copy.
-        batch = examples[0][None] if len(examples) == 1 else np.stack(examples)
-        outcome = self._infer(batch, readable, abandoned)
+        outcome = self._infer(examples.batch(), readable, abandoned)
         outcome.errors = errors
         return outcome
 
@@ -310,12 +308,18 @@ class Core:
         """What running the model on ``images`` images at once adds to the worker's memory."""
         return images * self.loader.activation_bytes_per_image
 
+    def batch_bytes_per_image(self) -> int:
+        """What each image of a batch holds while the model runs: its activations, and its
+        example of the input (kept until the answers are made)."""
+        return self.loader.activation_bytes_per_image + self.preprocessor.example_bytes
+
     def _run_within_budget(
         self, classifier: Classifier, batch: np.ndarray, abandoned: threading.Event
     ) -> np.ndarray:
-        """The batch run in parts whose activations fit in the budget, each part holding its
-        share while it runs; the answers are the same as one run's."""
-        per_image = self.loader.activation_bytes_per_image
+        """The batch run in parts whose memory fits in the budget, each part holding its share
+        while it runs: its activations, and its examples (held until the answers are made);
+        the answers are the same as one run's."""
+        per_image = self.batch_bytes_per_image()
         total = self.worker.budget.total
         if per_image > total:
             raise ClientError(
@@ -331,7 +335,7 @@ class Core:
             if abandoned.is_set():
                 raise Abandoned()
             part = batch[start : start + size]
-            amount = self._activation_bytes(len(part))
+            amount = len(part) * per_image
             run = partial(classifier.run, part, hand_back=amount >= TRIM_AFTER_BYTES)
             parts.append(self.worker.within_budget(amount, abandoned, "batch", run))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -375,6 +379,35 @@ class Core:
         first = index // self._class_range * self._class_range
         last = min(first + self._class_range, classes) - 1
         return f"classes {first}-{last}"
+
+
+class _Examples:
+    """A request's examples, written into one batch array as each is made (np.stack of a list
+    would hold every example twice)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._first: np.ndarray | None = None
+        self._batch: np.ndarray | None = None
+        self._count = 0
+
+    def append(self, example: np.ndarray) -> None:
+        if self._first is None:
+            self._first = example
+        else:
+            if self._batch is None:
+                shape = (self._capacity, *self._first.shape)
+                self._batch = np.empty(shape, dtype=self._first.dtype)
+                self._batch[0] = self._first
+            self._batch[self._count] = example
+        self._count += 1
+
+    def batch(self) -> np.ndarray:
+        """The examples as a batch: one image (most requests) is a view with a batch axis."""
+        assert self._first is not None
+        if self._batch is None:
+            return self._first[None]
+        return self._batch[: self._count]
 
 
 def _client_error(error: ImageError) -> ClientError:

@@ -141,7 +141,11 @@ class Repository:
         def admit(resident: int, per_image: int) -> str | None:
             with self._accounting:
                 others = self._held(excluding=replaced)
-                return self.worker.room_for(others + resident, resident, per_image)
+                refusal = self.worker.room_for(others + resident, resident, per_image)
+                if refusal is None:  # counted before any request reaches it (account() redoes
+                    # the sum once it is current and what it replaced is let go)
+                    self.worker.set_models_bytes(self.worker.models_bytes + resident)
+                return refusal
 
         def loaded() -> Classifier:
             return self._open_classifier(stored)
@@ -345,7 +349,7 @@ class Repository:
                     },
                     "memory_mib": {
                         "resident": round(loader.resident_bytes / MIB, 1),
-                        "per_image_in_a_batch": round(loader.activation_bytes_per_image / MIB, 2),
+                        "per_image_in_a_batch": round(served.core.batch_bytes_per_image() / MIB, 2),
                     },
                     "routes": routes_of(name, served.version, name == self.default_name),
                 }

@@ -124,6 +124,10 @@ class Worker:
 
     @contextmanager
     def holding(self, amount: int, abandoned: threading.Event, what: str) -> Iterator[None]:
+        # What the allocator kept from earlier work (up to RETAINED_BYTES) is not in the
+        # budget: handed back first when large work would otherwise pass the limit.
+        if amount >= TRIM_AFTER_BYTES and self._would_pass_the_limit(amount):
+            self.hand_back()
         try:
             with self.budget.hold(amount, abandoned):
                 yield
@@ -138,6 +142,9 @@ class Worker:
         finally:
             if amount >= TRIM_AFTER_BYTES:
                 self.hand_back_if_grown()
+
+    def _would_pass_the_limit(self, amount: int) -> bool:
+        return resident_bytes() + amount > self.max_memory - self.body_memory
 
     def hand_back_if_grown(self) -> None:
         """Hand freed memory back to the system when the worker has grown past the margin."""

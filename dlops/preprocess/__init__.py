@@ -47,6 +47,8 @@ class Preprocessor:
         std = np.asarray(self.preprocess.std, dtype=np.float32)
         self._gain = np.float32(self.preprocess.scale) / std
         self._offset = -np.asarray(self.preprocess.mean, dtype=np.float32) / std
+        # One example's size in memory: the input's shape for one image, in its dtype.
+        self.example_bytes = int(np.prod(self.input.shape(1))) * np.dtype(self.dtype).itemsize
 
     def reduction(self, width: int, height: int) -> int:
         """The integer factor a ``width`` x ``height`` picture may shrink by before ``pixels``."""
