@@ -2,7 +2,7 @@
 
     python import_model.py [PATH] [--name NAME] [--labels "no 3,3"] [--size 224] ...
 
-The spec (input, preprocessing, labels, answer) is resolved by dlops/resolve/ from the graph,
+The spec (input, preprocessing, labels, answer) is resolved by dlops/model/resolve/ from the graph,
 ONNX metadata_props, sidecar files beside the model (labels.txt, index_to_name.json, config.json,
 preprocessor_config.json, each also as <model>.<name>) and these flags, highest first; it is
 printed with the source of every value and stored as spec.json with the model. Importing the
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sys
 
-from dlops import import_stamp
+from dlops.model import import_stamp
 
-# `make serve` runs this on every start. When the stamp (dlops/import_stamp.py) shows that nothing
-# the import depends on has changed, print what the import printed, before importing BentoML,
-# onnx and onnxruntime: ~0.05 s instead of ~0.7 s.
+# `make serve` runs this on every start. When the stamp (dlops/model/import_stamp.py) shows that
+# nothing the import depends on has changed, print what the import printed, before importing
+# BentoML, onnx and onnxruntime: ~0.05 s instead of ~0.7 s.
 if __name__ == "__main__" and (replay := import_stamp.unchanged(sys.argv[1:])) is not None:
     print("\n".join(replay))
     sys.exit(0)
@@ -33,10 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dlops import config
-from dlops.model_store import damage, file_sha256
-from dlops.parity import ParityError, Tolerance, parse_tolerance, read_answers
-from dlops.parity import check as check_parity
-from dlops.resolve import (
+from dlops.model.resolve import (
     PRESETS,
     ImportRefused,
     Overrides,
@@ -47,8 +44,8 @@ from dlops.resolve import (
     parse_size,
     resolve_spec,
 )
-from dlops.resolve.presets import MODES
-from dlops.spec import (
+from dlops.model.resolve.presets import MODES
+from dlops.model.spec import (
     ACTIVATIONS,
     COLORS,
     LAYOUTS,
@@ -57,7 +54,10 @@ from dlops.spec import (
     load_spec,
     save_spec,
 )
-from dlops.steps import INTERPOLATIONS, RESAMPLINGS, describe_steps
+from dlops.model.steps import INTERPOLATIONS, RESAMPLINGS, describe_steps
+from dlops.model.store import damage, file_sha256
+from dlops.pipeline.parity import ParityError, Tolerance, parse_tolerance, read_answers
+from dlops.pipeline.parity import check as check_parity
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "binary_classifier_3.onnx"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -108,7 +108,8 @@ def positive_int(flag: str) -> Callable[[str], int]:
 
 
 def checked(parse: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
-    """An argparse type from one of dlops.resolve's parsers (their ValueError names the value)."""
+    """An argparse type from one of dlops.model.resolve's parsers (their ValueError names the
+    value)."""
 
     def wrapped(text: str) -> Any:
         try:
@@ -200,7 +201,7 @@ def import_model(path: Path, name: str, resolution: Resolution) -> tuple[str, bo
     """
     import bentoml
 
-    from dlops.resolve.graph import trial_stored
+    from dlops.model.resolve.graph import trial_stored
 
     spec = resolution.spec
     external_data = resolution.external_data

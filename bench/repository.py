@@ -65,8 +65,8 @@ from bench.orientation import model_file
 from bench.placement import Placement, pinned_to, place
 from bench.run import log, rotated, running
 from bench.servers import ROOT, Server, dlops_env, dlops_server, process_tree
-from dlops.postprocess import Postprocessor
-from dlops.spec import SPEC_FILE_NAME, ModelSpec
+from dlops.model.spec import SPEC_FILE_NAME, ModelSpec
+from dlops.pipeline.postprocess import Postprocessor
 
 RESULTS = ROOT / "bench" / "results"
 STEM = "repository"
@@ -267,8 +267,9 @@ def photo_batch(count: int, target_bytes: int = PHOTO_BYTES) -> tuple[list[bytes
 
 
 def accounted(server: Server, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """GET /models once the worker has counted its models in its budget: dlops/serving.py does so
-    within a quarter second of readiness, and a probe sent before would find a larger budget."""
+    """GET /models once the worker has counted its models in its budget: dlops/serving/models.py
+    does so within a quarter second of readiness, and a probe sent before would find a larger
+    budget."""
     deadline = time.monotonic() + 10
     while True:
         listing = call(server.url + "/models", headers=headers).body

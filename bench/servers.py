@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from bench.placement import pinned_to
-from dlops.spec import SPEC_FILE_NAME
+from dlops.model.spec import SPEC_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

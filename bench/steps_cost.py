@@ -27,9 +27,9 @@ RESULTS = ROOT / "bench" / "results"
 TIMER = """
 import json, sys, timeit
 from pathlib import Path
-from dlops.decode import decode_image
-from dlops.preprocess import Preprocessor
-from dlops.resolve import Overrides, resolve_spec
+from dlops.pipeline.decode import decode_image
+from dlops.pipeline.preprocess import Preprocessor
+from dlops.model.resolve import Overrides, resolve_spec
 
 cases = json.loads(sys.argv[1])
 figures = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 # The releases these reach-ins were written and checked against.
 WRITTEN_FOR = {"bentoml": "1.4.40", "prometheus-client": "0.26.0", "uvicorn": "0.54.0"}
-# The parts of uvicorn's httptools protocol that dlops/http_guard.py's subclass extends.
+# The parts of uvicorn's httptools protocol that dlops/http/guard.py's subclass extends.
 HTTPTOOLS_PROTOCOL_HOOKS = (
     "connection_made",
     "connection_lost",
@@ -103,7 +103,7 @@ def use_uvicorn_http_protocol(import_path: str) -> None:
     protocols["auto"] = protocols["httptools"] = import_path
 
 
-# The Swagger UI files BentoML ships inside its package; the API page (dlops/docs.py) serves
+# The Swagger UI files BentoML ships inside its package; the API page (dlops/api/docs.py) serves
 # them itself, from this service, so that nothing is fetched from a CDN.
 SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
@@ -123,7 +123,7 @@ def bentoml_swagger_ui_dir() -> Path:
 def bentoml_openapi_document(service: Any) -> dict[str, Any]:
     """The OpenAPI document BentoML generates for ``service``, as the JSON-ready dict it serves.
 
-    dlops/openapi.py corrects and completes it; BentoML's ``OpenAPISpecification`` is internal.
+    dlops/api/openapi.py corrects and completes it; BentoML's ``OpenAPISpecification`` is internal.
     """
     spec = getattr(service, "openapi_spec", None)
     if not callable(getattr(spec, "asdict", None)):

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported where they are built: this module is read before them
-    from dlops.core import CoreLimits
-    from dlops.http_guard import HttpLimits
 
 MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model store entry
 DEFAULT_MODEL_NAME = "binary_classifier_3"
@@ -112,7 +107,7 @@ BODY_MEMORY_BYTES = 3 * BODY_ALLOWANCE_BYTES
 WORK_THREADS = _positive_int("DLOPS_WORK_THREADS", len(os.sched_getaffinity(0)))
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
 # client's error ours and readable instead of the router's H12 page. Every route answers within
-# it: 408 if the body is still arriving, 503 if the server was too busy (dlops/deadline.py).
+# it: 408 if the body is still arriving, 503 if the server was too busy (dlops/http/deadline.py).
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
 # One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
 # memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
@@ -138,42 +133,14 @@ API_KEY = os.environ.get("API_KEY", "").strip() or None
 # Our log lines go through BentoML's server logging (its format, its handlers), which is
 # configured for the "bentoml" logger tree only.
 LOGGER_NAME = "bentoml.dlops"
-# Hand memory freed by large work back to the system once the worker holds more than it did at
-# rest by a margin (dlops/core.py, dlops/memory.py); glibc would keep it in its arenas. 0 keeps
-# the allocator's defaults, to measure the difference
-# (`python -m bench.hostile --allocator-defaults`).
+# Hand memory freed by large work back to the system once the worker holds more than it did at rest
+# by a margin (dlops/pipeline/core.py, dlops/pipeline/memory.py); glibc would keep it in its arenas.
+# 0 keeps the allocator's defaults, to measure the difference (`python -m bench.hostile
+# --allocator-defaults`).
 RETURN_MEMORY = os.environ.get("DLOPS_RETURN_MEMORY", "1").strip() != "0"
-# HTTP limits per worker (dlops/http_guard.py): request line and headers, header count, the time
+# HTTP limits per worker (dlops/http/guard.py): request line and headers, header count, the time
 # a connection may take to send a request's head (or sit idle), and open connections.
 MAX_HEAD_BYTES = _positive_int("DLOPS_MAX_HEADER_BYTES", 32 * 1024)
 MAX_HEADERS = _positive_int("DLOPS_MAX_HEADERS", 100)
 HEAD_TIMEOUT_SECONDS = _positive_int("DLOPS_HEADER_TIMEOUT_SECONDS", 10)
 MAX_CONNECTIONS = _positive_int("DLOPS_MAX_CONNECTIONS", 256)
-
-
-def core_limits() -> CoreLimits:
-    """The request core's limits (dlops/core.py) from the settings above."""
-    from dlops.core import CoreLimits
-    from dlops.decode import DecodeLimits
-
-    return CoreLimits(
-        decode=DecodeLimits(max_pixels=MAX_IMAGE_PIXELS),
-        max_request_pixels=MAX_REQUEST_PIXELS,
-        max_worker_memory=MAX_WORKER_MEMORY_MIB * 1024 * 1024,
-        body_memory=BODY_MEMORY_BYTES,
-        work_threads=WORK_THREADS,
-        model_wait_seconds=MODEL_WAIT_SECONDS,
-        return_memory=RETURN_MEMORY,
-    )
-
-
-def http_limits() -> HttpLimits:
-    """The HTTP limits (dlops/http_guard.py) from the settings above."""
-    from dlops.http_guard import HttpLimits
-
-    return HttpLimits(
-        max_head_bytes=MAX_HEAD_BYTES,
-        max_headers=MAX_HEADERS,
-        head_timeout=HEAD_TIMEOUT_SECONDS,
-        max_connections=MAX_CONNECTIONS,
-    )

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from dlops.spec import ModelSpec
+    from dlops.model.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -220,7 +220,7 @@ def tagger(
     letterbox_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, ModelSpec]]:
     """A server for it, and the spec its import stored."""
-    from dlops.spec import load_spec
+    from dlops.model.spec import load_spec
 
     home = tmp_path_factory.mktemp("tagger_home")
     for server in _model_server(

@@ -1,6 +1,6 @@
 """`bentoml serve`'s arbiter imports service.py but only supervises the workers: what serves
 requests (the core, numpy, Pillow, onnxruntime, the /v2 routes) must stay out of it, where it
-would only cost memory (dlops/lazy_app.py, the imports in ImageClassifier.__init__)."""
+would only cost memory (dlops/http/lazy_app.py, the imports in ImageClassifier.__init__)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, bentoml_env
 
-SERVING_ONLY = ["numpy", "PIL.Image", "onnxruntime", "dlops.core", "dlops.v2.routes"]
+SERVING_ONLY = ["numpy", "PIL.Image", "onnxruntime", "dlops.pipeline.core", "dlops.api.v2.routes"]
 
 
 def test_the_service_module_imports_nothing_that_only_serves(model_home: Path) -> None:

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from bench import parity
-from dlops.parity import ImageParity
-from dlops.resolve import sidecar
-from dlops.steps import PROBE_SIZES, Pad, Resize, check_steps, final_size
+from dlops.model.resolve import sidecar
+from dlops.model.steps import PROBE_SIZES, Pad, Resize, check_steps, final_size
+from dlops.pipeline.parity import ImageParity
 from tests.documents import page
 
 # The input (height, width) of each model, from its graph: the sidecar's steps must end there.

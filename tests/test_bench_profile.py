@@ -7,15 +7,15 @@ import pytest
 from bench.profile import OTHER, stage_of, stage_shares, timer_means_us
 
 SERVE = "Server.run (uvicorn/server.py:86);RequestResponseCycle.run_asgi (uvicorn/x.py:1)"
-ROUTE = SERVE + ";DirectRoute.__call__ (dlops/direct_route.py:115)"
+ROUTE = SERVE + ";DirectRoute.__call__ (dlops/http/direct_route.py:115)"
 
 
 def test_a_sample_goes_to_its_innermost_listed_stage() -> None:
-    infer = ROUTE + ";Core._infer (dlops/core.py:1);Session.run (onnxruntime/x.py:406)"
+    infer = ROUTE + ";Core._infer (dlops/pipeline/core.py:1);Session.run (onnxruntime/x.py:406)"
     assert stage_of(infer.split(";")) == "onnxruntime run"
-    assert stage_of((ROUTE + ";Core._classify_files (dlops/core.py:2)").split(";")).startswith(
-        "dlops' core"
-    )
+    assert stage_of(
+        (ROUTE + ";Core._classify_files (dlops/pipeline/core.py:2)").split(";")
+    ).startswith("dlops' core")
     assert stage_of(ROUTE.split(";")).startswith("the app's ASGI code")
     assert stage_of(["Runner.run (asyncio/runners.py:118)"]) == OTHER
 
@@ -24,7 +24,7 @@ def test_shares_count_the_samples_of_each_line() -> None:
     raw = "\n".join(
         [
             f"{ROUTE};Session.run (onnxruntime/x.py:406) 3",
-            f"{ROUTE};load_reduced (dlops/decode.py:201) 1",
+            f"{ROUTE};load_reduced (dlops/pipeline/decode.py:201) 1",
             "Runner.run (asyncio/runners.py:118) 4",
         ]
     )

@@ -63,12 +63,12 @@ def test_bentoml_build_records_the_model_and_the_code(model_home: Path) -> None:
     }
     assert {
         "service.py",
-        "dlops/decode.py",
-        "dlops/preprocess/digit.py",
-        "dlops/upload.py",
-        "dlops/v2/routes.py",
+        "dlops/pipeline/decode.py",
+        "dlops/pipeline/preprocess/digit.py",
+        "dlops/http/upload.py",
+        "dlops/api/v2/routes.py",
     } <= packed
-    assert {"dlops/static/index.html", "dlops/static/app.js"} <= packed  # the /ui page
+    assert {"dlops/api/static/index.html", "dlops/api/static/app.js"} <= packed  # the /ui page
     assert not any(
         path.startswith(("tests/", "training/", "bench/", "deploy/", "models/", ".git"))
         for path in packed

@@ -60,10 +60,10 @@ def test_uvicorn_http_protocol_is_replaced(monkeypatch: pytest.MonkeyPatch) -> N
 
     protocols = dict(uvicorn.config.HTTP_PROTOCOLS)
     monkeypatch.setattr(uvicorn.config, "HTTP_PROTOCOLS", protocols)
-    compat.use_uvicorn_http_protocol("dlops.http_guard:GuardedHttpToolsProtocol")
+    compat.use_uvicorn_http_protocol("dlops.http.guard:GuardedHttpToolsProtocol")
     config = uvicorn.config.Config(app=lambda scope, receive, send: None, http="auto")
     config.load()
-    from dlops.http_guard import GuardedHttpToolsProtocol
+    from dlops.http.guard import GuardedHttpToolsProtocol
 
     assert config.http_protocol_class is GuardedHttpToolsProtocol
 
@@ -73,7 +73,7 @@ def test_uvicorn_http_protocol_fails_loudly_when_moved(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(uvicorn.config, "HTTP_PROTOCOLS", {"h11": "x"})
     with pytest.raises(compat.LibraryMoved, match="uvicorn"):
-        compat.use_uvicorn_http_protocol("dlops.http_guard:GuardedHttpToolsProtocol")
+        compat.use_uvicorn_http_protocol("dlops.http.guard:GuardedHttpToolsProtocol")
 
 
 def test_bentoml_ships_the_swagger_ui_files() -> None:

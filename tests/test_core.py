@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlops.core import INLINE_MAX_BYTES, Core, CoreLimits
-from dlops.errors import ClientError
-from dlops.inference import BackgroundLoader, Classifier, ModelNotReady
-from dlops.memory import MIB
-from dlops.resolve import Overrides, resolve_spec
-from dlops.spec import ModelSpec
-from dlops.worker import Worker
+from dlops.model.resolve import Overrides, resolve_spec
+from dlops.model.spec import ModelSpec
+from dlops.pipeline.core import INLINE_MAX_BYTES, Core, CoreLimits
+from dlops.pipeline.errors import ClientError
+from dlops.pipeline.inference import BackgroundLoader, Classifier, ModelNotReady
+from dlops.pipeline.memory import MIB
+from dlops.pipeline.worker import Worker
 from tests.conftest import DIGITS_10_MODEL, FIXTURES, MODEL
 
 THREE = (FIXTURES / "digits" / "test0300_digit3.png").read_bytes()
@@ -226,7 +226,7 @@ def test_freed_memory_is_handed_back_only_past_the_retained_margin(
 ) -> None:
     """A stream of photos reuses what the last one freed; a worker holding more than the margin
     above what it held at rest gives it back after large work, and small work never trims."""
-    from dlops import worker as worker_module
+    from dlops.pipeline import worker as worker_module
 
     resident = {"bytes": 100 * MIB}
     monkeypatch.setattr(worker_module, "resident_bytes", lambda: resident["bytes"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlops.preprocess.cv2_linear import linear_window
+from dlops.pipeline.preprocess.cv2_linear import linear_window
 
 MODES = ("L", "RGB")
 

@@ -1,4 +1,5 @@
-"""dlops/deadline.py in-process: the request deadline and the body allowance, on a plain ASGI app.
+"""dlops/http/deadline.py in-process: the request deadline and the body allowance, on a plain ASGI
+app.
 
 The HTTP tests (test_hostile.py, test_http.py) prove the wiring against a real server; these pin
 the behaviour itself, without a server's timing.
@@ -10,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from dlops.deadline import BodyAllowance, RequestDeadline
+from dlops.http.deadline import BodyAllowance, RequestDeadline
 
 SCOPE = {
     "type": "http",

@@ -1,5 +1,5 @@
-"""The API page at / and /docs and the schema at /docs.json and /openapi.json (dlops/docs.py,
-dlops/openapi.py), against a real `bentoml serve` and in Debian's Chromium.
+"""The API page at / and /docs and the schema at /docs.json and /openapi.json (dlops/api/docs.py,
+dlops/api/openapi.py), against a real `bentoml serve` and in Debian's Chromium.
 
 The page must contact no other origin (BentoML's stock page loads Google Tag Manager), work
 under its strict Content-Security-Policy, and its *Try it out* must give the real answer. The

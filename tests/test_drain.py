@@ -1,4 +1,4 @@
-"""dlops/drain.py's socket filter, in-process on a real listening socket (Linux).
+"""dlops/http/drain.py's socket filter, in-process on a real listening socket (Linux).
 
 test_shutdown.py drives the whole drain over HTTP; these pin what the filter itself does: a new
 connection attempt is dropped, while a connection whose handshake was under way when the filter
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from dlops.drain import stop_new_connections
+from dlops.http.drain import stop_new_connections
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket filter")
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from dlops.preprocess import Preprocessor
-from dlops.resolve import huggingface, paddle, timm, ultralytics
-from dlops.spec import ModelSpec
-from dlops.steps import Crop, Pad, Resize
+from dlops.model.resolve import huggingface, paddle, timm, ultralytics
+from dlops.model.spec import ModelSpec
+from dlops.model.steps import Crop, Pad, Resize
+from dlops.pipeline.preprocess import Preprocessor
 from tests.test_preprocess import photo
 from tests.test_resolve import classifier, refusal, resolve, sidecar, spec_of
 

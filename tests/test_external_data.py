@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import pytest
 
-from dlops.inference import open_session
-from dlops.resolve import ImportRefused
-from dlops.resolve.graph import external_data_files
+from dlops.model.resolve import ImportRefused
+from dlops.model.resolve.graph import external_data_files
+from dlops.pipeline.inference import open_session
 from tests.conftest import ROOT, Server, bentoml_env, run_import
 from tests.test_import_model import assert_one_line_error, entry, imported, stored_model, versions
 from tests.test_resolve import classifier
@@ -76,7 +76,7 @@ def check_stored(home: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-c",
-            "from dlops.model_store import check_stored_models;"
+            "from dlops.model.store import check_stored_models;"
             f"check_stored_models([('{NAME}', None)])",
         ],
         cwd=ROOT,

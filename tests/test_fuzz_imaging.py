@@ -33,9 +33,9 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw, ImageFile
 
 from bench import hostile_inputs as hostile
-from dlops.decode import DEFAULT_MAX_PIXELS, ImageError, ImageRefusedError, decode_image
-from dlops.preprocess import digit as imaging
-from dlops.preprocess.digit import (
+from dlops.pipeline.decode import DEFAULT_MAX_PIXELS, ImageError, ImageRefusedError, decode_image
+from dlops.pipeline.preprocess import digit as imaging
+from dlops.pipeline.preprocess.digit import (
     mnist_normalise,
     to_mnist_digit,
     to_model_input,

@@ -380,7 +380,7 @@ def test_trickled_upload_times_out_with_408(impatient_server: Server) -> None:
 def test_open_inference_routes_answer_a_trickled_body_with_408_too(
     impatient_server: Server,
 ) -> None:
-    """dlops/deadline.py bounds every route alike: the client's stall is a 408, never a 504."""
+    """dlops/http/deadline.py bounds every route alike: the client's stall is a 408, never a 504."""
     started = time.monotonic()
     status, body = raw_exchange(
         impatient_server.port,
@@ -396,7 +396,7 @@ def test_open_inference_routes_answer_a_trickled_body_with_408_too(
 def test_large_uploads_arriving_together_are_all_answered(model_home: Path, tmp_path: Path) -> None:
     """Sixteen 0.9 MB batches at once against a 2 MiB body allowance: each is read in part before
     the allowance runs out, so each holds some of it and waits for the rest. None may wait until
-    the deadline (dlops/deadline.py BodyAllowance)."""
+    the deadline (dlops/http/deadline.py BodyAllowance)."""
     noise = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, "PNG")

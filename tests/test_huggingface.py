@@ -25,11 +25,11 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
-from dlops.preprocess import Preprocessor
-from dlops.resolve import ImportRefused, Overrides, resolve_spec
-from dlops.resolve.huggingface import CLASS_DEFAULTS, MODEL_TYPES
-from dlops.spec import ModelSpec
-from dlops.steps import Crop, Resize
+from dlops.model.resolve import ImportRefused, Overrides, resolve_spec
+from dlops.model.resolve.huggingface import CLASS_DEFAULTS, MODEL_TYPES
+from dlops.model.spec import ModelSpec
+from dlops.model.steps import Crop, Resize
+from dlops.pipeline.preprocess import Preprocessor
 from tests.conftest import run_import
 from tests.test_import_model import imported, rows
 

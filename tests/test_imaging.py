@@ -1,4 +1,5 @@
-"""dlops.decode and the digit preprocessing on real MNIST digits and real uploads; no model.
+"""dlops.pipeline.decode and the digit preprocessing on real MNIST digits and real uploads; no
+model.
 
 The fixtures (tests/fixtures/make_fixtures.py) are held-out MNIST digits and variants of four of
 them: photographed, drawn on a canvas, rotated by a camera, in every mode and format accepted.
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile
 
-from dlops.decode import ImageError, ImageTooLargeError, NotAnImageError, decode_image
-from dlops.preprocess import digit as imaging
-from dlops.preprocess.digit import (
+from dlops.pipeline.decode import ImageError, ImageTooLargeError, NotAnImageError, decode_image
+from dlops.pipeline.preprocess import digit as imaging
+from dlops.pipeline.preprocess.digit import (
     NoInkError,
     mnist_normalise,
     to_grayscale_ink,

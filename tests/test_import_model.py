@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from onnx import TensorProto, helper
 
-from dlops.spec import ModelSpec, load_spec
-from dlops.steps import Crop, Resize
+from dlops.model.spec import ModelSpec, load_spec
+from dlops.model.steps import Crop, Resize
 from tests.conftest import BENTOML, MODEL, ROOT, bentoml_env, orientation_model_path, run_import
 from tests.test_resolve import classifier, save_model
 
@@ -162,7 +162,7 @@ def test_an_entry_of_the_previous_release_is_imported_once_more(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "from dlops.model_store import check_stored_models;"
+            "from dlops.model.store import check_stored_models;"
             "check_stored_models([('binary_classifier_3', None)])",
         ],
         cwd=ROOT,

@@ -1,5 +1,5 @@
-"""The unchanged-import fast path of import_model.py (dlops/import_stamp.py): taken when nothing
-changed, and never when the model, a file beside it, the arguments or the stored entry did.
+"""The unchanged-import fast path of import_model.py (dlops/model/import_stamp.py): taken when
+nothing changed, and never when the model, a file beside it, the arguments or the stored entry did.
 
 Whether the full import ran is read from ``python -X importtime``: the full path imports
 onnxruntime (to test-run the graph), the fast path imports neither it nor BentoML.

@@ -30,10 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from dlops import config
-from dlops.decode import decode_image
-from dlops.preprocess import Preprocessor
-from dlops.preprocess.digit import to_model_input
-from dlops.spec import ModelSpec, load_spec
+from dlops.model.spec import ModelSpec, load_spec
+from dlops.pipeline.decode import decode_image
+from dlops.pipeline.preprocess import Preprocessor
+from dlops.pipeline.preprocess.digit import to_model_input
 from tests import documents
 from tests.conftest import BENTOML, DIGITS_10_MODEL, FIXTURES, Server, bentoml_env, run_import
 from tests.test_startup import SLOW_MODEL_ENV, save_slow_model

@@ -1,5 +1,5 @@
-"""The parity check at import (dlops/parity.py, `import_model.py --expect`): against the real
-document-orientation package's own pipeline, and its refusals."""
+"""The parity check at import (dlops/pipeline/parity.py, `import_model.py --expect`): against the
+real document-orientation package's own pipeline, and its refusals."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlops.parity import ParityError, Tolerance, check, parse_tolerance, read_answers
-from dlops.resolve import Overrides, resolve_spec
+from dlops.model.resolve import Overrides, resolve_spec
+from dlops.pipeline.parity import ParityError, Tolerance, check, parse_tolerance, read_answers
 from tests import orientation_reference
 from tests.conftest import ROOT, Server, orientation_model_path, run_import
 from tests.documents import document
@@ -140,7 +140,14 @@ def test_the_twin_checks_a_running_server(
     tmp_path: Path, pages: list[bytes], reference: list[np.ndarray], orientation_server: Server
 ) -> None:
     answers = write_answers(tmp_path, pages, reference)
-    command = [sys.executable, "-m", "dlops.parity", str(answers), "--url", orientation_server.url]
+    command = [
+        sys.executable,
+        "-m",
+        "dlops.pipeline.parity",
+        str(answers),
+        "--url",
+        orientation_server.url,
+    ]
     passed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     assert passed.returncode == 0, passed.stderr
     assert passed.stdout.startswith("parity: passed: 6 images; top-1 agreement 6/6")
@@ -156,4 +163,6 @@ def test_the_twin_checks_a_running_server(
         [*command[:-1], "http://127.0.0.1:9"], capture_output=True, text=True, cwd=ROOT, check=False
     )
     assert unreachable.returncode == 2
-    assert unreachable.stderr.startswith("python -m dlops.parity: error: http://127.0.0.1:9/")
+    assert unreachable.stderr.startswith(
+        "python -m dlops.pipeline.parity: error: http://127.0.0.1:9/"
+    )

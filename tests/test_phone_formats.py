@@ -23,7 +23,7 @@ import pillow_heif
 import pytest
 from PIL import AvifImagePlugin, ExifTags, Image
 
-from dlops.decode import (
+from dlops.pipeline.decode import (
     ACCEPTED_FORMATS,
     CODED_LAYOUT_KEY,
     EXPECTED_UPLOAD,
@@ -37,7 +37,7 @@ from dlops.decode import (
     open_image,
     reduced_size,
 )
-from dlops.phone_formats import coded_layout
+from dlops.pipeline.phone_formats import coded_layout
 from tests.conftest import FIXTURES, ROOT
 
 WIDTH, HEIGHT = 640, 480
@@ -421,7 +421,7 @@ MEASURE = textwrap.dedent(
     """
     import re, sys
     from pathlib import Path
-    from dlops.decode import decode_cost, load_reduced, open_image
+    from dlops.pipeline.decode import decode_cost, load_reduced, open_image
 
     def status(key):
         text = Path("/proc/self/status").read_text()

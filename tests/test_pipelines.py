@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
-from dlops.postprocess import Postprocessor
-from dlops.spec import ModelSpec, PostprocessSpec, SpecError, load_spec, save_spec
-from dlops.steps import Crop, Pad, Resize
+from dlops.model.spec import ModelSpec, PostprocessSpec, SpecError, load_spec, save_spec
+from dlops.model.steps import Crop, Pad, Resize
+from dlops.pipeline.postprocess import Postprocessor
 from tests.test_resolve import classifier, refusal, resolve, sidecar, spec_of
 
 LETTERBOX = {

@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from dlops.preprocess import Preprocessor
-from dlops.spec import ModelSpec
+from dlops.model.spec import ModelSpec
+from dlops.pipeline.preprocess import Preprocessor
 from tests.conftest import TAGGER_LABELS as LABELS
 from tests.conftest import Server
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dlops.postprocess import Postprocessor, sigmoid, softmax
-from dlops.spec import PostprocessSpec
+from dlops.model.spec import PostprocessSpec
+from dlops.pipeline.postprocess import Postprocessor, sigmoid, softmax
 
 BINARY = PostprocessSpec("output", 1, "sigmoid", ("no 3", "3"), 0.5, 1)
 FOUR = PostprocessSpec("y", 4, "softmax", ("0", "90", "180", "270"), None, 4)

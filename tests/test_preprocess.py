@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlops.decode import decode_image
-from dlops.preprocess import Preprocessor, opencv, pillow
-from dlops.preprocess.digit import to_mnist_digit
-from dlops.spec import InputSpec, ModelSpec, PostprocessSpec, PreprocessSpec, SpecError, validate
-from dlops.steps import Crop, Digit, Pad, Resize, Step
+from dlops.model.spec import (
+    InputSpec,
+    ModelSpec,
+    PostprocessSpec,
+    PreprocessSpec,
+    SpecError,
+    validate,
+)
+from dlops.model.steps import Crop, Digit, Pad, Resize, Step
+from dlops.pipeline.decode import decode_image
+from dlops.pipeline.preprocess import Preprocessor, opencv, pillow
+from dlops.pipeline.preprocess.digit import to_mnist_digit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

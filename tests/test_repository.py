@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlops.core import CoreLimits
-from dlops.errors import ClientError
-from dlops.inference import Classifier
-from dlops.memory import MIB
 from dlops.metrics import PredictionMetrics
-from dlops.repository import Repository, State
-from dlops.resolve import Overrides, resolve_spec
-from dlops.spec import StoredModel
-from dlops.worker import Worker
+from dlops.model.resolve import Overrides, resolve_spec
+from dlops.model.spec import StoredModel
+from dlops.pipeline.core import CoreLimits
+from dlops.pipeline.errors import ClientError
+from dlops.pipeline.inference import Classifier
+from dlops.pipeline.memory import MIB
+from dlops.pipeline.repository import Repository, State
+from dlops.pipeline.worker import Worker
 from tests.conftest import DIGITS_10_MODEL, FIXTURES, MODEL, orientation_model_path
 
 THREE = (FIXTURES / "digits" / "test0300_digit3.png").read_bytes()

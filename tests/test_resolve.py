@@ -1,4 +1,5 @@
-"""dlops/resolve/ in-process: every source of the spec, their precedence, and every refusal."""
+"""dlops/model/resolve/ in-process: every source of the spec, their precedence, and every
+refusal."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dlops.resolve import (
+from dlops.model.resolve import (
     ImportRefused,
     Overrides,
     Resolution,
@@ -21,9 +22,9 @@ from dlops.resolve import (
     parse_size,
     resolve_spec,
 )
-from dlops.resolve.presets import IMAGENET_MEAN, IMAGENET_STD
-from dlops.spec import ModelSpec
-from dlops.steps import Crop, Digit, Resize
+from dlops.model.resolve.presets import IMAGENET_MEAN, IMAGENET_STD
+from dlops.model.spec import ModelSpec
+from dlops.model.steps import Crop, Digit, Resize
 
 ImageShape = Sequence[int | str]
 

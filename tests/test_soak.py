@@ -21,7 +21,7 @@ import pytest
 
 from bench.load import CONTENT_TYPE, multipart_body, run_hey
 from bench.servers import ProcessSample, sample_tree
-from dlops.preprocess.digit import to_model_input
+from dlops.pipeline.preprocess.digit import to_model_input
 from tests.conftest import FIXTURES, Server
 
 CONCURRENCY = 64

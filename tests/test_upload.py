@@ -1,4 +1,5 @@
-"""dlops/upload.py in-process: the fast readings of a multipart body agree with the general parser.
+"""dlops/http/upload.py in-process: the fast readings of a multipart body agree with the general
+parser.
 
 The common shapes of a part's head and of the Content-Type (what curl, browsers, requests and
 httpx send) are read by a regular expression; everything else by python-multipart's parser of
@@ -10,7 +11,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dlops.upload import (
+from dlops.http.upload import (
     SIMPLE_CONTENT_TYPE,
     SIMPLE_PART_HEAD,
     _boundary,

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol wire codec (dlops/v2/codec.py), in-process: no server, no model.
+"""The Open Inference Protocol wire codec (dlops/api/v2/codec.py), in-process: no server, no model.
 
 Bodies are written the way tritonclient writes them (its own serialisers where it has them), so
 that what the codec reads is what a real client sends.
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import serialize_byte_tensor
 
-from dlops.errors import ClientError
-from dlops.v2.codec import (
+from dlops.api.v2.codec import (
     BYTES,
     NUMERIC_DATATYPES,
     InferenceRequest,
@@ -28,6 +27,7 @@ from dlops.v2.codec import (
     encode_response,
     flat_strings,
 )
+from dlops.pipeline.errors import ClientError
 
 NUMPY_OF = {name: dtype.newbyteorder("=") for name, dtype in NUMERIC_DATATYPES.items()}
 

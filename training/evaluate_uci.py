@@ -4,9 +4,9 @@
     pip install scikit-learn && python -m training.evaluate_uci --digits10
 
 scikit-learn ships the 1797 handwritten digits of the UCI ML repository (8x8, 16 grey levels,
-written by other people and scanned another way than MNIST). Each is scaled up, encoded as a
-PNG and sent through ``dlops.preprocess.digit.to_model_input`` and the model, as an upload would be.
-Nothing here is used for training or tuning; it is a check of generalisation.
+written by other people and scanned another way than MNIST). Each is scaled up, encoded as a PNG and
+sent through ``dlops.pipeline.preprocess.digit.to_model_input`` and the model, as an upload would
+be. Nothing here is used for training or tuning; it is a check of generalisation.
 
 ``--digits10`` scores the 10-digit classifier ``models/digits_10.onnx`` instead of the "is it
 a 3?" one; ``training/train_digits10.py`` also calls ``uci_digits10_logits`` to put the same
@@ -21,10 +21,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from dlops.decode import ImageError
-from dlops.inference import open_session
-from dlops.postprocess import sigmoid
-from dlops.preprocess.digit import to_model_input
+from dlops.pipeline.decode import ImageError
+from dlops.pipeline.inference import open_session
+from dlops.pipeline.postprocess import sigmoid
+from dlops.pipeline.preprocess.digit import to_model_input
 
 MODEL = "models/binary_classifier_3.onnx"
 DIGITS10_MODEL = "models/digits_10.onnx"
