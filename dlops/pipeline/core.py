@@ -27,14 +27,7 @@ from PIL import Image
 
 from dlops.metrics import PredictionMetrics, error_kind
 from dlops.model.spec import ModelSpec
-from dlops.pipeline.decode import (
-    DecodeLimits,
-    ImageError,
-    decode_cost,
-    load_reduced,
-    open_image,
-    reduced_size,
-)
+from dlops.pipeline.decode import DecodeLimits, Decoding, ImageError, open_image, planned
 from dlops.pipeline.errors import ClientError
 from dlops.pipeline.inference import BackgroundLoader, Classifier
 from dlops.pipeline.memory import MIB, Abandoned
@@ -224,22 +217,19 @@ class Core:
         ``image``: the file already opened (its header read).
         """
         started = time.perf_counter()
-        image = image or self.open(file)
-        reduction = self.preprocessor.reduction(*image.size)
-        working = self.preprocessor.working_bytes(*reduced_size(*image.size, reduction))
-        cost = decode_cost(image, reduction) + working
+        decoding = planned(image or self.open(file), self.preprocessor)
         try:
             example, decoded_at = self.worker.within_budget(
-                cost, abandoned, "image", lambda: self._decoded_example(image, reduction)
+                decoding.cost, abandoned, "image", lambda: self._decoded_example(decoding)
             )
         except ImageError as error:
             raise _client_error(error) from None
         self.metrics.prepared(decoded_at - started, time.perf_counter() - decoded_at)
         return example
 
-    def _decoded_example(self, image: Image.Image, reduction: int) -> tuple[np.ndarray, float]:
+    def _decoded_example(self, decoding: Decoding) -> tuple[np.ndarray, float]:
         """The example and the moment its decoding ended."""
-        decoded = load_reduced(image, reduction)
+        decoded = decoding.decode()
         decoded_at = time.perf_counter()
         return self.preprocessor(decoded), decoded_at
 

@@ -2,9 +2,12 @@
 
 Decoding is split so that its cost is known before it is paid: :func:`open_image` reads only the
 header and refuses, from it and a cheap scan, what cannot be decoded within the limits (pixel
-count, aspect ratio, progressive JPEG scans, PNG text); :func:`decode_cost` says how much memory
-the decode will take; :func:`load_reduced` decodes no more pixels than the preprocessing needs
-(a JPEG at 1/2 to 1/8 scale for free, other formats reduced before any float array exists).
+count, aspect ratio, progressive JPEG scans, PNG text); :func:`planned` then says, for what the
+preprocessing needs, how far the picture may shrink and how much memory decoding and
+preprocessing it will take (a :class:`Decoding`), and its ``decode()`` decodes no more pixels
+than that (a JPEG at 1/2 to 1/8 scale for free, other formats reduced before any float array
+exists). The request core makes these two calls: the header, then the plan it runs within its
+memory budget.
 
 Phone photos: HEIC/HEIF (pillow-heif's libheif, registered here) and AVIF (Pillow's own libavif).
 Neither codec decodes at a reduced scale, so they are decoded whole and reduced like PNG. Their
@@ -25,6 +28,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import pillow_heif
 from PIL import AvifImagePlugin, ExifTags, Image, PngImagePlugin
@@ -207,6 +211,38 @@ def _check_coded(layout: CodedLayout, limits: DecodeLimits) -> None:
             f"the image holds a {width}x{height} = {width * height:,} pixel picture to decode, "
             f"more than the limit of {limits.max_pixels:,} pixels; send a smaller picture"
         )
+
+
+class Needs(Protocol):
+    """What the preprocessing needs of a decoded picture (dlops/pipeline/preprocess/)."""
+
+    def reduction(self, width: int, height: int) -> int:
+        """The integer factor a ``width`` x ``height`` picture may shrink by when decoded."""
+
+    def working_bytes(self, width: int, height: int) -> int:
+        """What preprocessing a decoded ``width`` x ``height`` picture holds at most."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """An upload whose header passed the checks, to be decoded as the preprocessing needs it:
+    shrunk by ``reduction``, with ``cost`` the memory that decoding and preprocessing it will
+    take, known before either is paid."""
+
+    image: Image.Image
+    reduction: int
+    cost: int
+
+    def decode(self) -> Image.Image:
+        """The pixels, reduced and upright; an ImageError if the file fails to decode."""
+        return load_reduced(self.image, self.reduction)
+
+
+def planned(image: Image.Image, needs: Needs) -> Decoding:
+    """How ``image`` (opened by :func:`open_image`) will be decoded for ``needs``, and its cost."""
+    reduction = needs.reduction(*image.size)
+    working = needs.working_bytes(*reduced_size(*image.size, reduction))
+    return Decoding(image, reduction, decode_cost(image, reduction) + working)
 
 
 def decode_cost(image: Image.Image, reduction: int) -> int:
