@@ -63,6 +63,9 @@ def test_bentoml_build_records_the_model_and_the_code(model_home: Path) -> None:
     }
     assert {
         "service.py",
+        "dlops/config.py",
+        "dlops/model/store.py",
+        "dlops/serving/models.py",
         "dlops/pipeline/decode.py",
         "dlops/pipeline/preprocess/digit.py",
         "dlops/http/upload.py",
