@@ -28,8 +28,8 @@ from PIL import Image
 
 from bench.machine import machine_info
 from bench.servers import ROOT
+from bench.study import RESULTS, write_results
 
-RESULTS = ROOT / "bench" / "results"
 RUNS = 5
 PICTURES = {
     "40 MP JPEG photo (7296x5472)": ((7296, 5472), "JPEG"),
@@ -139,13 +139,12 @@ def main() -> None:
                 rows.append(row)
                 print(row, file=sys.stderr)
     data = {"machine": machine_info(), "runs": RUNS, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "decode-reduced.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "decode-reduced.md").write_text(report(data) + "\n")
-    print(report(data))
+    lines = markdown(data)
+    write_results(RESULTS, "decode-reduced", data, lines)
+    print("\n".join(lines))
 
 
-def report(data: dict[str, Any]) -> str:
+def markdown(data: dict[str, Any]) -> list[str]:
     info = data["machine"]
     lines = [
         "# Decoding a large photo: full size against reduced",
@@ -166,7 +165,7 @@ def report(data: dict[str, Any]) -> str:
             f"| {reduced['peak_mib']:.0f} | {full['seconds'] / reduced['seconds']:.1f}x "
             f"| {full['peak_mib'] / max(reduced['peak_mib'], 0.1):.1f}x |"
         )
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -28,16 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench import hostile_inputs as hostile
+from bench.load import DIGIT
 from bench.machine import machine_info
-from bench.servers import ROOT, Server, baseline_tree, dlops_server, import_model
+from bench.servers import (
+    ROOT,
+    PeakRss,
+    Server,
+    baseline_tree,
+    dlops_server,
+    import_model,
+    running,
+)
+from bench.study import RESULTS, run_study, write_results
 
-RESULTS = ROOT / "bench" / "results"
 API_KEY = "hostile-bench-key"
 SERVER_ENV = {"API_KEY": API_KEY, "DLOPS_REQUEST_TIMEOUT_SECONDS": "3"}
-THREE = (ROOT / "tests" / "fixtures" / "digits" / "test0300_digit3.png").read_bytes()
+THREE = DIGIT.read_bytes()
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 IDLE_CONNECTIONS = 1000
 SLOWLORIS_CONNECTIONS = 200
@@ -121,32 +128,32 @@ def post(url: str, path: str, body: bytes, content_type: str, auth: bool = True)
 
 class Watch:
     """While a case runs: ``/livez`` asked every 0.1 s (each answer's status, None for no answer
-    within ``livez_timeout``, and the longest wait) and the serving tree's peak RSS, sampled from
-    /proc every 0.02 s."""
+    within ``livez_timeout``, and the longest wait) and the serving tree's peak RSS
+    (bench/servers.py's PeakRss)."""
 
     def __init__(self, url: str, root_pid: int, livez_timeout: float = 30) -> None:
         self.url = url
-        self.root = psutil.Process(root_pid)
         self.livez_timeout = livez_timeout
         self.livez: list[int | None] = []
         self.longest_livez = 0.0
-        self.peak_tree_mib = 0.0
+        self._peak = PeakRss(root_pid)
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._ask_livez, daemon=True),
-            threading.Thread(target=self._sample_memory, daemon=True),
-        ]
+        self._thread = threading.Thread(target=self._ask_livez, daemon=True)
 
     def __enter__(self) -> Watch:
-        for thread in self._threads:
-            thread.start()
+        self._peak.__enter__()
+        self._thread.start()
         time.sleep(0.3)  # a few answers before the case begins
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join()
+        self._thread.join()
+        self._peak.__exit__(*exc)
+
+    @property
+    def peak_tree_mib(self) -> float:
+        return self._peak.peak_tree_mib
 
     def _ask_livez(self) -> None:
         while not self._stop.is_set():
@@ -162,15 +169,6 @@ class Watch:
                 self.livez.append(None)
             self.longest_livez = max(self.longest_livez, time.perf_counter() - started)
             self._stop.wait(0.1)
-
-    def _sample_memory(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for process in [self.root, *self.root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
-            self.peak_tree_mib = max(self.peak_tree_mib, total / 2**20)
-            self._stop.wait(0.02)
 
     @property
     def livez_failures(self) -> int:
@@ -340,7 +338,7 @@ def describe(answer: Answer) -> str:
 
 def run_cases(server: Server) -> dict[str, Any]:
     rows = []
-    start_rss = sum(sample.rss_mib for sample in server.samples())
+    start_rss = server.tree_rss_mib()
     for name, case in CASES:
         print(f"  {name} ...", file=sys.stderr, flush=True)
         assert server.process is not None
@@ -359,7 +357,7 @@ def run_cases(server: Server) -> dict[str, Any]:
             }
         )
     time.sleep(2)
-    settled = sum(sample.rss_mib for sample in server.samples())
+    settled = server.tree_rss_mib()
     return {
         "start_rss_mib": round(start_rss, 1),
         "settled_rss_mib": round(settled, 1),
@@ -374,15 +372,11 @@ def measure(
     import_model(home, tree=tree)
     env = {**SERVER_ENV, **(extra_env or {})}
     server = dlops_server(home, scratch, env, tree=tree, subject=subject)
-    server.start()
-    try:
-        server.wait_ready()
+    with running(server):
         return run_cases(server)
-    finally:
-        server.stop()
 
 
-def report(data: dict[str, Any]) -> str:
+def markdown(data: dict[str, Any]) -> list[str]:
     command = "python -m bench.hostile"
     if data.get("baseline"):
         command += f" --baseline {data['baseline']}"
@@ -415,7 +409,7 @@ def report(data: dict[str, Any]) -> str:
                 f"| {row['livez_failures']} | {row['peak_tree_rss_mib']:.0f} |"
             )
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -445,11 +439,10 @@ def main(argv: list[str] | None = None) -> None:
             data["subjects"]["now, DLOPS_RETURN_MEMORY=0 (glibc's defaults)"] = measure(
                 ROOT, "defaults", scratch, {"DLOPS_RETURN_MEMORY": "0"}
             )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hostile.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "hostile.md").write_text(report(data) + "\n")
-    print(report(data))
+    lines = markdown(data)
+    write_results(RESULTS, "hostile", data, lines)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    run_study(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -19,14 +20,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from bench.placement import pinned_to
+from bench.servers import ROOT
 
 BOUNDARY = "dlopsbench8c1f6b2a5e9d"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 REQUEST_TIMEOUT_SECONDS = 20  # hey's per-request timeout; a slower answer counts as an error
 # Bounds the whole hey run even if a server stalls: a floor of this many requests per second.
 SLOWEST_EXPECTED_RPS = 20
+DIGITS = ROOT / "tests" / "fixtures" / "digits"
+DIGIT = DIGITS / "test0300_digit3.png"  # a 3, the committed model's positive class
+
+
+def is_mnist_sized(path: Path) -> bool:
+    # The seed app feeds the decoded pixels straight to the model, so only a 28x28 grayscale
+    # image gets a 200 from it; anything else would benchmark its error path.
+    with Image.open(path) as image:
+        return image.mode == "L" and image.size == (28, 28)
+
+
+def default_image() -> Path:
+    """A real MNIST digit from the test fixtures, a 3 when one can be told from the name."""
+    candidates = [path for path in sorted(DIGITS.glob("*.png")) if is_mnist_sized(path)]
+    if not candidates:
+        raise SystemExit(f"no 28x28 grayscale PNG in {DIGITS}/: pass --image PATH")
+    threes = [p for p in candidates if re.search(r"(?<![0-9])3(?![0-9])|three", p.stem, re.I)]
+    return (threes or candidates)[0]
 
 
 def multipart_body(
@@ -121,6 +142,29 @@ def parse_hey_csv(text: str, concurrency: int, requests: int) -> LoadResult:
     )
 
 
+def hey_argv(
+    hey: str,
+    url: str,
+    body_path: Path,
+    concurrency: int,
+    requests: int | None = None,
+    duration: str | None = None,
+    content_type: str = CONTENT_TYPE,
+    csv_output: bool = False,
+) -> list[str]:
+    """hey POSTing the prepared body over ``concurrency`` keep-alive connections, ``requests``
+    times or for ``duration`` (such as "10s"; hey reports what it saw when interrupted)."""
+    amount = ("-n", str(requests)) if duration is None else ("-z", duration)
+    return [
+        hey,
+        *amount,
+        *("-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
+        *("-m", "POST", "-D", str(body_path), "-T", content_type),
+        *(("-o", "csv") if csv_output else ()),
+        url,
+    ]
+
+
 def run_hey(
     hey: str,
     url: str,
@@ -132,14 +176,8 @@ def run_hey(
 ) -> LoadResult:
     """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections;
     ``cpus``: the CPUs hey may run on (None: any)."""
-    command = [
-        hey,
-        *("-n", str(requests), "-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
-        *("-m", "POST", "-D", str(body_path), "-T", content_type, "-o", "csv"),
-        url,
-    ]
     result = subprocess.run(
-        command,
+        hey_argv(hey, url, body_path, concurrency, requests, None, content_type, csv_output=True),
         capture_output=True,
         text=True,
         check=False,

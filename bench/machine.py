@@ -87,6 +87,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_at_end(machine: dict[str, Any]) -> dict[str, Any]:
+    """The machine as found at the start, with the load average at the end of the run."""
+    return {**machine, "load_average_1m_at_end": os.getloadavg()[0]}
+
+
 def container_image_size(tag: str = IMAGE_TAG) -> dict[str, Any]:
     """Size of the built image, from the first container engine that has it; a note otherwise."""
     notes = []

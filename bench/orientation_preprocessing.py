@@ -38,10 +38,11 @@ import onnxruntime
 import PIL
 from PIL import Image
 
+from bench.study import RESULTS
 from tests.documents import EXPECTED_LABEL, FORMATS, ROTATIONS, encode, page, rotate
 from tests.orientation_reference import engine, reference_labels, reference_probabilities
 
-OUT = Path(__file__).resolve().parent / "results" / "orientation-preprocessing.md"
+OUT = RESULTS / "orientation-preprocessing.md"
 SHORT = 256
 CROP = 224
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

@@ -48,8 +48,8 @@ from PIL import Image, ImageFilter
 
 from bench.machine import machine_info
 from bench.servers import ROOT
+from bench.study import RESULTS, write_results
 
-RESULTS = ROOT / "bench" / "results"
 SPECS = ROOT / "bench" / "parity_specs"
 LARGE = (4032, 3024)  # a 12 MP phone photo, landscape
 # The verdict the study applies: at least this top-1 agreement and at most this median max |Δp|.
@@ -1070,9 +1070,7 @@ def main() -> None:
     info["wall_s"] = time.perf_counter() - start
     info["load_average_1m_at_end"] = os.getloadavg()[0]
     info["quick"] = args.quick
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     text = report(results, info, samples)
-    (args.out_dir / "parity.md").write_text(text, encoding="utf-8")
     payload = {
         "machine": info,
         "corpus": [
@@ -1081,7 +1079,7 @@ def main() -> None:
         ],
         "models": [asdict(r) for r in results],
     }
-    (args.out_dir / "parity.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    write_results(args.out_dir, "parity", payload, [text], indent=1)
     print(text)
 
 

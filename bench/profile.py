@@ -20,14 +20,10 @@ Writes bench/results/profile.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -35,14 +31,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.load import CONTENT_TYPE, ensure_hey, multipart_body, run_hey
-from bench.machine import machine_info
+from bench.load import default_image, ensure_hey, hey_argv, multipart_body, run_hey
+from bench.machine import machine_at_end, machine_info
 from bench.placement import pinned_to, place
-from bench.report import DLOPS, FLOOR, LEAN, run_header
-from bench.run import default_image, floor_servers, log, running
-from bench.servers import Server, dlops_server, import_model
+from bench.report import DLOPS
+from bench.servers import FLOOR, LEAN, Server, dlops_server, floor_servers, import_model, running
+from bench.study import RESULTS, command_line, log, run_header, run_study, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = 16
 # (stage, functions that mark it): a sample belongs to the first stage with one of its
 # functions on the stack, so the innermost work is listed before what calls it.
@@ -122,10 +117,7 @@ def timer_means_us(
 def profile(py_spy: str, server: Server, hey: str, body: Path, seconds: int, load_cpus: Any) -> str:
     """py-spy's raw samples of the server's serving process while hey keeps it busy."""
     load = subprocess.Popen(
-        [
-            *(hey, "-z", f"{seconds + 4}s", "-c", str(CONCURRENCY), "-m", "POST"),
-            *("-D", str(body), "-T", CONTENT_TYPE, server.url + "/predict"),
-        ],
+        hey_argv(hey, server.url + "/predict", body, CONCURRENCY, duration=f"{seconds + 4}s"),
         stdout=subprocess.DEVNULL,
         preexec_fn=pinned_to(load_cpus),
     )
@@ -203,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             }
     cpu = {name: statistics.median(values) for name, values in samples.items()}
     data = {
-        "command": shlex.join(["python", "-m", "bench.profile", *(argv or sys.argv[1:])]),
-        "machine": machine,
+        "command": command_line("bench.profile", argv),
+        "machine": machine_at_end(machine),
         "placement": placement.note,
         "concurrency": CONCURRENCY,
         "cpu_us_per_request": cpu,
@@ -216,11 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "wall_seconds": time.perf_counter() - started,
     }
-    machine["load_average_1m_at_end"] = os.getloadavg()[0]
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "profile.json").write_text(json.dumps(data, indent=2) + "\n")
-    (args.output / "profile.md").write_text("\n".join(markdown(data)) + "\n")
-    log(f"wrote {args.output / 'profile.md'}")
+    _, md_path = write_results(args.output, "profile", data, markdown(data))
+    log(f"wrote {md_path}")
 
 
 def markdown(data: dict[str, Any]) -> list[str]:
@@ -279,4 +268,4 @@ def markdown(data: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_study(main)

@@ -1,23 +1,26 @@
-"""Turn the raw figures of one run into medians, ratios and the three files in bench/results/."""
+"""`make bench`'s report (bench/run.py): the raw figures of one run turned into medians, ratios
+and latest.{json,md,png} (or workers.*) in bench/results/."""
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections.abc import Iterable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from bench.ceiling import BATCH
+from bench.rounds import LATENCIES, grouped, paired, spread
+from bench.servers import FLOOR, LEAN
+from bench.study import fmt, run_header, write_results
 
 SEED, DLOPS = "seed", "dlops"
 BASELINE = "dlops@baseline"  # `--baseline REF`: dlops as it was at a git ref, in the same rounds
 BATCH_SUBJECT = f"dlops batch-{BATCH}"  # POST /predict_batch with BATCH images, on dlops' server
-# The floors (bench/floors.py): the least work any Python server does for the same request.
-FLOOR, LEAN = "floor", "lean"
+# FLOOR and LEAN, the floors (bench/floors.py): the least work any Python server does for the
+# same request.
 SUBJECTS = (SEED, FLOOR, LEAN, BASELINE, DLOPS, BATCH_SUBJECT)
 SERVERS = (SEED, FLOOR, LEAN, BASELINE, DLOPS)  # the processes behind the subjects
-LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+LEVEL = ("subject", "workers", "concurrency")  # what a summary row is the median of
 # The batch target: a batch-64 request's images per second over single requests' at one level.
 BATCH_TARGET = 10.0
 # "What a request costs" in the batching reading is read at this many clients (when measured):
@@ -26,48 +29,23 @@ BATCH_TARGET = 10.0
 READING_CONCURRENCY = 16
 
 
-def _median_by(
-    rows: Iterable[dict[str, Any]], key: tuple[str, ...], value: str
-) -> dict[tuple[Any, ...], float]:
-    grouped: dict[tuple[Any, ...], list[float]] = {}
-    for row in rows:
-        grouped.setdefault(tuple(row[k] for k in key), []).append(row[value])
-    return {group: statistics.median(values) for group, values in grouped.items()}
-
-
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per subject, worker count and concurrency: medians across rounds (and the rps spread, to
     judge noise). images_per_s is rps times the images each request carries."""
+    groups = grouped(runs, LEVEL)
     summary = []
-    keys = sorted(
-        {(run["subject"], run["workers"], run["concurrency"]) for run in runs},
-        key=lambda k: (SUBJECTS.index(k[0]), k[1], k[2]),
-    )
-    for subject, workers, concurrency in keys:
-        mine = [
-            run
-            for run in runs
-            if (run["subject"], run["workers"], run["concurrency"])
-            == (subject, workers, concurrency)
-        ]
-        rps = [run["rps"] for run in mine]
+    for key in sorted(groups, key=lambda k: (SUBJECTS.index(k[0]), k[1], k[2])):
+        mine = groups[key]
         images = mine[0]["images_per_request"]
-        row = {
-            "subject": subject,
-            "workers": workers,
-            "concurrency": concurrency,
-            "images_per_request": images,
-            "rounds": len(mine),
-            "rps": statistics.median(rps),
-            "rps_min": min(rps),
-            "rps_max": max(rps),
-            "images_per_s": statistics.median(rps) * images,
-            "sent": sum(run["sent"] for run in mine),
-            "non_200": sum(run["non_200"] for run in mine),
-        }
-        row.update({key: statistics.median(run[key] for run in mine) for key in LATENCIES})
+        row = {**dict(zip(LEVEL, key, strict=True)), "images_per_request": images}
+        row |= {"rounds": len(mine), **spread(mine)}
+        row["images_per_s"] = row["rps"] * images
         summary.append(row)
     return summary
+
+
+def _images_per_s(run: dict[str, Any]) -> float:
+    return run["rps"] * run["images_per_request"]
 
 
 def ratios(
@@ -80,21 +58,14 @@ def ratios(
     medians of the per-round ratios: within one round the subjects ran back to back, so a slow
     spell of the machine mostly cancels out of those.
     """
-    by_key = {(row["subject"], row["workers"], row["concurrency"]): row for row in summary}
-    by_run = {
-        (run["subject"], run["workers"], run["concurrency"], run["round"]): run for run in runs
-    }
+    by_key = {tuple(row[k] for k in LEVEL): row for row in summary}
+    groups = grouped(runs, LEVEL)
     result = []
     for (name, workers, concurrency), row in by_key.items():
         theirs = by_key.get((peer, workers, concurrency))
         if name != subject or theirs is None:
             continue
-        pairs = [
-            (run, by_run[(peer, workers, concurrency, round_)])
-            for (other, level_workers, level, round_), run in by_run.items()
-            if (other, level_workers, level) == (subject, workers, concurrency)
-            and (peer, workers, concurrency, round_) in by_run
-        ]
+        mine, other = groups[(name, workers, concurrency)], groups[(peer, workers, concurrency)]
         ratio = {
             "subject": subject,
             "peer": peer,
@@ -103,14 +74,8 @@ def ratios(
             "per_image_rate": row["images_per_s"] / theirs["images_per_s"],
         }
         ratio.update({key: row[key] / theirs[key] for key in LATENCIES})
-        ratio["paired_per_image_rate"] = statistics.median(
-            (mine["rps"] * mine["images_per_request"])
-            / (other["rps"] * other["images_per_request"])
-            for mine, other in pairs
-        )
-        ratio["paired_p99_ms"] = statistics.median(
-            mine["p99_ms"] / other["p99_ms"] for mine, other in pairs
-        )
+        ratio["paired_per_image_rate"] = paired(mine, other, _images_per_s)
+        ratio["paired_p99_ms"] = paired(mine, other, itemgetter("p99_ms"))
         result.append(ratio)
     return result
 
@@ -140,29 +105,21 @@ def scaling(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summarise_ceiling(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians across the ceiling's rounds, the sweep's per batch size."""
     scalars = [key for key, value in rounds[0].items() if isinstance(value, float)]
-    costs = _median_by(
-        (cost for ceiling in rounds for cost in ceiling["batch_costs"]),
-        ("batch",),
-        "infer_us_per_image",
-    )
+    costs = grouped((cost for ceiling in rounds for cost in ceiling["batch_costs"]), ("batch",))
     return {
         "median": {key: statistics.median(c[key] for c in rounds) for key in scalars},
         "batch_costs": [
-            {"batch": batch, "infer_us_per_image": us} for (batch,), us in sorted(costs.items())
+            {
+                "batch": batch,
+                "infer_us_per_image": statistics.median(c["infer_us_per_image"] for c in mine),
+            }
+            for (batch,), mine in sorted(costs.items())
         ],
     }
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _fmt(value: float, digits: int = 1) -> str:
-    return f"{value:,.{digits}f}"
-
-
 def _latencies(row: dict[str, Any]) -> str:
-    return f"| {_fmt(row['p50_ms'], 2)} | {_fmt(row['p95_ms'], 2)} | {_fmt(row['p99_ms'], 2)} "
+    return f"| {fmt(row['p50_ms'], 2)} | {fmt(row['p95_ms'], 2)} | {fmt(row['p99_ms'], 2)} "
 
 
 def _load_table(data: dict[str, Any]) -> list[str]:
@@ -176,7 +133,7 @@ def _load_table(data: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"| {row['subject']} | {row['workers']} | {row['concurrency']} "
-            f"| {_fmt(row['rps'], 0)} | {_fmt(row['rps_min'], 0)}–{_fmt(row['rps_max'], 0)} "
+            f"| {fmt(row['rps'], 0)} | {fmt(row['rps_min'], 0)}–{fmt(row['rps_max'], 0)} "
             + _latencies(row)
             + f"| {row['non_200']} / {row['sent']} |"
         )
@@ -255,7 +212,7 @@ def _batch_section(data: dict[str, Any]) -> list[str]:
         # The ceiling is one process on one core: W workers can run min(W, cores, clients) of it.
         parallel = min(workers, cores, concurrency)
         lines.append(
-            f"| {workers} | {concurrency} | {_fmt(row['rps'], 0)} | {_fmt(row['images_per_s'], 0)} "
+            f"| {workers} | {concurrency} | {fmt(row['rps'], 0)} | {fmt(row['images_per_s'], 0)} "
             + _latencies(row)
             + f"| {row['non_200']} / {row['sent']} "
             + (
@@ -295,10 +252,10 @@ def _batching_reading(data: dict[str, Any]) -> str:
     saving, best = costs[1] - costs[batch], costs[1] - costs[max(costs)]
     request_us = 1e6 / singles[level]["rps"]
     return (
-        f"Reading: adaptive batching could save at most {_fmt(saving)} µs of inference per image "
+        f"Reading: adaptive batching could save at most {fmt(saving)} µs of inference per image "
         f"(batches of {batch}, the most {level} clients can have in flight; "
-        f"{_fmt(best)} µs at {max(costs)}) of the {_fmt(request_us, 0)} µs a single `/predict` "
-        f"request costs at {level} clients (1e6 / {_fmt(singles[level]['rps'], 0)} rps, dlops, "
+        f"{fmt(best)} µs at {max(costs)}) of the {fmt(request_us, 0)} µs a single `/predict` "
+        f"request costs at {level} clients (1e6 / {fmt(singles[level]['rps'], 0)} rps, dlops, "
         f"{workers} worker(s)): at most {saving / request_us:.0%} of the request."
     )
 
@@ -311,24 +268,24 @@ def _ceiling_section(data: dict[str, Any]) -> list[str]:
         "| what | images/s |",
         "| --- | ---: |",
         "| decode + preprocess + infer, one image per model call "
-        f"| {_fmt(ceiling['single_images_per_s'], 0)} |",
-        f"| the same, {BATCH} images per model call | {_fmt(ceiling['batched_images_per_s'], 0)} |",
+        f"| {fmt(ceiling['single_images_per_s'], 0)} |",
+        f"| the same, {BATCH} images per model call | {fmt(ceiling['batched_images_per_s'], 0)} |",
         "",
-        f"One image: decode + preprocess {_fmt(ceiling['preprocess_us'], 0)} µs, inference "
-        f"{_fmt(ceiling['infer_us'], 0)} µs (medians of {len(data['ceiling']['rounds'])} "
+        f"One image: decode + preprocess {fmt(ceiling['preprocess_us'], 0)} µs, inference "
+        f"{fmt(ceiling['infer_us'], 0)} µs (medians of {len(data['ceiling']['rounds'])} "
         "rounds, best of 3 loops each).",
         "",
         "Inference alone by batch size (one model call on already preprocessed uint8 [N, 28, 28] "
         "pixels, with the sigmoid and the labels; median of 7 loops, then of the rounds). Decode "
-        f"+ preprocess stays {_fmt(ceiling['preprocess_us'])} µs per image at every batch size.",
+        f"+ preprocess stays {fmt(ceiling['preprocess_us'])} µs per image at every batch size.",
         "",
         "| batch size | inference µs / image | saved vs batch 1, µs / image |",
         "| ---: | ---: | ---: |",
     ]
     for cost in costs:
         lines.append(
-            f"| {cost['batch']} | {_fmt(cost['infer_us_per_image'], 2)} "
-            f"| {_fmt(first - cost['infer_us_per_image'], 2)} |"
+            f"| {cost['batch']} | {fmt(cost['infer_us_per_image'], 2)} "
+            f"| {fmt(first - cost['infer_us_per_image'], 2)} |"
         )
     return [*lines, "", _batching_reading(data)]
 
@@ -367,7 +324,7 @@ def _scaling_section(data: dict[str, Any]) -> list[str]:
                 continue
             efficiency = row["efficiency"]
             shown = f" ({efficiency:.0%})" if efficiency is not None and count > 1 else ""
-            cells.append(f"{_fmt(row['rps'], 0)}{shown}")
+            cells.append(f"{fmt(row['rps'], 0)}{shown}")
         lines.append(f"| {subject} | " + " | ".join(cells) + " |")
     if lean:
         lines.append(
@@ -397,8 +354,8 @@ def _workers_section(data: dict[str, Any]) -> list[str]:
             if seed is None or dlops is None:
                 continue
             lines.append(
-                f"| {concurrency} | {workers} | {_fmt(seed['rps'], 0)} | {_fmt(seed['p99_ms'], 2)} "
-                f"| {_fmt(dlops['rps'], 0)} | {_fmt(dlops['p99_ms'], 2)} "
+                f"| {concurrency} | {workers} | {fmt(seed['rps'], 0)} | {fmt(seed['p99_ms'], 2)} "
+                f"| {fmt(dlops['rps'], 0)} | {fmt(dlops['p99_ms'], 2)} "
                 f"| {ratio[(workers, concurrency)]['per_image_rate']:.2f}× |"
             )
     return lines
@@ -420,16 +377,16 @@ def _memory_summary(data: dict[str, Any]) -> list[str]:
             for field in ("rss_mib", "pss_mib")
         }
         lines.append(
-            f"| {workers} | {_fmt(_tree(seed, 'rss_mib'))} | {_fmt(_tree(seed, 'pss_mib'))} "
-            f"| {_fmt(_tree(dlops, 'rss_mib'))} | {_fmt(_tree(dlops, 'pss_mib'))} "
-            f"| {_fmt(per_worker['rss_mib'])} | {_fmt(per_worker['pss_mib'])} |"
+            f"| {workers} | {fmt(_tree(seed, 'rss_mib'))} | {fmt(_tree(seed, 'pss_mib'))} "
+            f"| {fmt(_tree(dlops, 'rss_mib'))} | {fmt(_tree(dlops, 'pss_mib'))} "
+            f"| {fmt(per_worker['rss_mib'])} | {fmt(per_worker['pss_mib'])} |"
         )
     lines += ["", "MiB; per worker is the mean over dlops' worker processes (its arbiter aside)."]
     if len(dlops_trees) > 1:
         (low, low_entry), (high, high_entry) = min(dlops_trees.items()), max(dlops_trees.items())
         added = (_tree(high_entry, "pss_mib") - _tree(low_entry, "pss_mib")) / (high - low)
         lines.append(
-            f"Each dlops worker beyond {low} added {_fmt(added)} MiB of PSS to the tree "
+            f"Each dlops worker beyond {low} added {fmt(added)} MiB of PSS to the tree "
             f"({low} → {high} workers): what a dyno needs per extra worker."
         )
     return lines
@@ -445,35 +402,16 @@ def _memory_table(data: dict[str, Any]) -> list[str]:
         for process in entry["processes"]:
             lines.append(
                 f"| {subject} | {workers} | {process['role']} | {process['pid']} "
-                f"| {_fmt(process['rss_mib'])} | {_fmt(process['pss_mib'])} |"
+                f"| {fmt(process['rss_mib'])} | {fmt(process['pss_mib'])} |"
             )
         lines.append(
             f"| **{subject}** | **{workers}** | **whole tree** | "
-            f"| **{_fmt(_tree(entry, 'rss_mib'))}** | **{_fmt(_tree(entry, 'pss_mib'))}** |"
+            f"| **{fmt(_tree(entry, 'rss_mib'))}** | **{fmt(_tree(entry, 'pss_mib'))}** |"
         )
     return lines
 
 
-def run_header(data: dict[str, Any]) -> list[str]:
-    """The command, the machine, the packages and the load: the first lines of every report."""
-    machine = data["machine"]
-    packages = ", ".join(
-        f"{name} {version}" for name, version in machine["packages"].items() if version
-    )
-    return [
-        f"`{data['command']}` on {machine['date']}, {data['wall_seconds']:.0f} s wall time.",
-        f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']}; {packages}; "
-        f"hey {machine['hey']}; commit {machine['git_commit'] or '(none)'}"
-        f"{' with local changes' if machine['git_dirty'] else ''}"
-        f" (service sources sha256 {machine.get('sources_sha256', '?')[:12]}). 1-minute load "
-        "average "
-        f"{machine['load_average_1m_at_start']:.2f} at the start, "
-        f"{machine['load_average_1m_at_end']:.2f} at the end (this run's own processes count).",
-    ]
-
-
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
+def markdown(data: dict[str, Any]) -> list[str]:
     settings = data["settings"]
     image = data["image_size"]
     dlops_env = " ".join(f"{k}={v}" for k, v in settings["dlops_env"].items()) or "(none)"
@@ -559,13 +497,13 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "",
         f"`{image['tag']}`: "
         + (
-            f"{_fmt(image['mib'])} MiB ({image['engine']})"
+            f"{fmt(image['mib'])} MiB ({image['engine']})"
             if image["bytes"] is not None
             else f"not measured ({image['note']})"
         ),
         "",
     ]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def write_plot(path: Path, data: dict[str, Any]) -> None:
@@ -637,9 +575,6 @@ def write_plot(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_all(directory: Path, stem: str, data: dict[str, Any]) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
-    write_json(paths[0], data)
-    write_markdown(paths[1], data)
+    paths = [*write_results(directory, stem, data, markdown(data)), directory / f"{stem}.png"]
     write_plot(paths[2], data)
     return paths

@@ -28,14 +28,11 @@ import dataclasses
 import io
 import json
 import math
-import os
 import re
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,34 +40,52 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from PIL import Image
 
-from bench import hostile, report
+from bench import hostile
 from bench import soak as soak_bench
 from bench.load import (
     BOUNDARY,
     CONTENT_TYPE,
+    DIGIT,
     REQUEST_TIMEOUT_SECONDS,
     ensure_hey,
+    hey_argv,
     multipart_body,
     run_hey,
 )
-from bench.machine import machine_info
+from bench.machine import machine_at_end, machine_info
 from bench.orientation import model_file
 from bench.placement import Placement, pinned_to, place
-from bench.run import log, rotated, running
-from bench.servers import ROOT, Server, dlops_env, dlops_server, process_tree
+from bench.rounds import grouped, paired, rotated, run_row, spread
+from bench.servers import (
+    PEAK_SAMPLE_SECONDS,
+    ROOT,
+    PeakRss,
+    Server,
+    dlops_server,
+    import_model,
+    running,
+    throwaway_home,
+)
+from bench.study import (
+    RESULTS,
+    command_line,
+    fmt,
+    log,
+    run_header,
+    run_study,
+    write_results,
+)
 from dlops.model.spec import SPEC_FILE_NAME, ModelSpec
 from dlops.pipeline.postprocess import Postprocessor
 
-RESULTS = ROOT / "bench" / "results"
 STEM = "repository"
-DIGIT = ROOT / "tests" / "fixtures" / "digits" / "test0300_digit3.png"
 DEFAULT_MODEL = "binary_classifier_3"
 DIGITS_MODEL = "digits_10"
 ORIENTATION = "orientation"
@@ -92,7 +107,6 @@ LOAD_LEAD_SECONDS = 1.0  # hey's connections busy before the first reload, and a
 HEY_MAX_DURATION = "600s"  # the swaps' hey is interrupted once they are done
 MEMORY_SAMPLES = 5
 WARM_DIGITS, WARM_PHOTOS = 50, 5  # answers per model before its memory is read
-SAMPLE_SECONDS = 0.02  # the peak sampler's period, as bench/hostile.py's
 SETTLE_SECONDS = 2.0  # before a "final" RSS: the allocator's hand-back and the GC have run
 DYNO_MIB = 512
 BATCH_IMAGES = 64
@@ -109,19 +123,8 @@ def import_version(home: Path, model: Path, name: str, flags: list[str]) -> tupl
     """`python import_model.py MODEL --name NAME FLAGS` into ``home``: the version, read from
     the importer's last line ("imported: NAME:VERSION"), and the command as typed."""
     shown = model.relative_to(ROOT) if model.is_relative_to(ROOT) else model
-    argv = ["import_model.py", str(shown), "--name", name, *flags]
-    result = subprocess.run(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        env=dlops_env(home),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"import_model.py failed:\n{result.stdout}{result.stderr}")
-    tag = result.stdout.strip().splitlines()[-1].rpartition(": ")[2]
-    return tag.partition(":")[2], shlex.join(["python", *argv])
+    entry = import_model(home, model, name, flags=flags)
+    return entry.name, shlex.join(["python", "import_model.py", str(shown), "--name", name, *flags])
 
 
 @dataclass(frozen=True)
@@ -163,14 +166,6 @@ def label_of(home: Path, version: str, proba: float) -> str:
     spec_path = home / "models" / DEFAULT_MODEL / version / SPEC_FILE_NAME
     spec = ModelSpec.from_json(json.loads(spec_path.read_text()))
     return Postprocessor(spec.postprocess).binary_label(proba)
-
-
-def home_copy(base: Path, scratch: Path, slug: str) -> Path:
-    # A home per server: `bentoml serve` empties its home's prometheus_multiproc_dir at start,
-    # under a running neighbour's feet (bench/soak.py).
-    home = scratch / f"home-{slug}"
-    shutil.copytree(base / "models", home / "models")
-    return home
 
 
 # -- HTTP --------------------------------------------------------------------------------------
@@ -278,54 +273,6 @@ def accounted(server: Server, headers: dict[str, str] | None = None) -> dict[str
         time.sleep(0.05)
 
 
-def tree_rss_mib(server: Server) -> float:
-    return sum(sample.rss_mib for sample in server.samples())
-
-
-class PeakRss:
-    """While it is entered: the serving tree's RSS sampled every SAMPLE_SECONDS on a thread, its
-    peak and each process's peak."""
-
-    def __init__(self, server: Server) -> None:
-        assert server.process is not None
-        self.root = server.process.pid
-        self.roles = {sample.pid: sample.role for sample in server.samples()}
-        self.peak_tree_mib = 0.0
-        self.peaks: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            total = 0.0
-            for process in process_tree(self.root):
-                try:
-                    rss = process.memory_info().rss / 2**20
-                except psutil.Error:
-                    continue
-                total += rss
-                self.peaks[process.pid] = max(self.peaks.get(process.pid, 0.0), rss)
-            self.peak_tree_mib = max(self.peak_tree_mib, total)
-            self._stop.wait(SAMPLE_SECONDS)
-
-    def result(self) -> dict[str, Any]:
-        return {
-            "peak_tree_rss_mib": round(self.peak_tree_mib, 1),
-            "peak_by_process": [
-                {"pid": pid, "role": self.roles.get(pid, "new"), "peak_rss_mib": round(peak, 1)}
-                for pid, peak in self.peaks.items()
-            ],
-        }
-
-
 def peak_of(peaks: dict[str, Any], role: str) -> float:
     return max(
         (p["peak_rss_mib"] for p in peaks["peak_by_process"] if p["role"] == role), default=0.0
@@ -421,7 +368,7 @@ def measure_speed(
                 CONCURRENCY,
                 cpus=placement.load,
             )
-            runs.append({"round": index + 1, "subject": subject, **dataclasses.asdict(result)})
+            runs.append(run_row(index + 1, result, subject=subject))
             log(
                 f"speed round {index + 1} {subject:<24} {result.rps:7.0f} rps  "
                 f"p99 {result.p99_ms:6.2f} ms  non-200 {result.non_200}"
@@ -431,40 +378,23 @@ def measure_speed(
 
 def summarise_speed(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per subject: median rps and latencies across rounds, the rps spread, and the errors."""
-    summary = {}
-    for subject in dict.fromkeys(run["subject"] for run in runs):
-        mine = [run for run in runs if run["subject"] == subject]
-        rps = [run["rps"] for run in mine]
-        summary[subject] = {
-            "rounds": len(mine),
-            "rps": statistics.median(rps),
-            "rps_min": min(rps),
-            "rps_max": max(rps),
-            "p50_ms": statistics.median(run["p50_ms"] for run in mine),
-            "p99_ms": statistics.median(run["p99_ms"] for run in mine),
-            "non_200": sum(run["non_200"] for run in mine),
-            "sent": sum(run["sent"] for run in mine),
-        }
-    return summary
+    return {
+        subject: {"rounds": len(mine), **spread(mine, ("p50_ms", "p99_ms"))}
+        for (subject,), mine in grouped(runs, ("subject",)).items()
+    }
 
 
 def speed_ratios(
     runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], top: str, bottom: str
 ) -> dict[str, float]:
     """``top`` over ``bottom``: of the medians, and the median of each round's own ratio."""
-    by_round = {(run["round"], run["subject"]): run for run in runs}
-    rounds = sorted({run["round"] for run in runs})
-
-    def paired(field: str) -> float:
-        return statistics.median(
-            by_round[(r, top)][field] / by_round[(r, bottom)][field] for r in rounds
-        )
-
+    groups = grouped(runs, ("subject",))
+    mine, theirs = groups[(top,)], groups[(bottom,)]
     return {
         "rps": summary[top]["rps"] / summary[bottom]["rps"],
         "p99_ms": summary[top]["p99_ms"] / summary[bottom]["p99_ms"],
-        "rps_paired": paired("rps"),
-        "p99_ms_paired": paired("p99_ms"),
+        "rps_paired": paired(mine, theirs, itemgetter("rps")),
+        "p99_ms_paired": paired(mine, theirs, itemgetter("p99_ms")),
     }
 
 
@@ -506,7 +436,7 @@ def idle_swaps(server: Server, labels: dict[str, str], current: str, count: int)
     """Reloads one after the other with no load; after each, one /predict must answer the label
     of the version just loaded."""
     digit_body = multipart_body(DIGIT.read_bytes())
-    rss_before = tree_rss_mib(server)
+    rss_before = server.tree_rss_mib()
     swaps, answers = [], []
     for version in alternating(labels, current, count):
         swap = reload(server.url, version, labels[version])
@@ -521,7 +451,7 @@ def idle_swaps(server: Server, labels: dict[str, str], current: str, count: int)
         "all_answers_new": all(a == s.label for a, s in zip(answers, swaps, strict=True)),
         "seconds_median": statistics.median(swap.seconds for swap in swaps),
         "tree_rss_before_mib": round(rss_before, 1),
-        "tree_rss_after_mib": round(tree_rss_mib(server), 1),
+        "tree_rss_after_mib": round(server.tree_rss_mib(), 1),
     }
 
 
@@ -631,12 +561,7 @@ def parse_hey_summary(text: str) -> dict[str, Any]:
 
 
 def hey_open_ended(hey: str, url: str, body_path: Path) -> list[str]:
-    return [
-        hey,
-        *("-z", HEY_MAX_DURATION, "-c", str(CONCURRENCY), "-t", str(REQUEST_TIMEOUT_SECONDS)),
-        *("-m", "POST", "-D", str(body_path), "-T", CONTENT_TYPE),
-        url + "/predict",
-    ]
+    return hey_argv(hey, url + "/predict", body_path, CONCURRENCY, duration=HEY_MAX_DURATION)
 
 
 def swaps_under_load(
@@ -697,11 +622,11 @@ def hostile_bound(home: Path, scratch: Path, models: str) -> dict[str, Any]:
     server = dlops_server(home, scratch, env, subject="hostile")
     with running(server):
         accounted(server, hostile.AUTH)
-        start = tree_rss_mib(server)
-        with PeakRss(server) as peak:
+        start = server.tree_rss_mib()
+        with PeakRss.of(server) as peak:
             cases = hostile.run_cases(server)
         time.sleep(SETTLE_SECONDS)
-        row = bound_row("bench/hostile.py's cases", start, peak.result(), tree_rss_mib(server))
+        row = bound_row("bench/hostile.py's cases", start, peak.result(), server.tree_rss_mib())
     return {**row, "cases": cases["rows"], "server": launch(server), "log": log_notes(server)}
 
 
@@ -723,11 +648,11 @@ def soak_bound(base: Path, scratch: Path, models: str, hey: str, quick: bool) ->
     body_path.write_bytes(multipart_body(DIGIT.read_bytes()))
     with running(subject.server):
         accounted(subject.server)
-        start = tree_rss_mib(subject.server)
-        with PeakRss(subject.server) as peak:
+        start = subject.server.tree_rss_mib()
+        with PeakRss.of(subject.server) as peak:
             soak_bench.soak(settings, [subject], hey, body_path)
         time.sleep(SETTLE_SECONDS)
-        final = tree_rss_mib(subject.server)
+        final = subject.server.tree_rss_mib()
     summary = soak_bench.summarise(subject)
     kept = ("sent_after_warmup", "statuses", "warmup_statuses", "rps", "growth")
     row = bound_row(
@@ -756,14 +681,14 @@ def batch_bound(
         # each image of an orientation batch holds while it runs (activations and its example).
         listing = accounted(server)
         for index in range(batches):
-            start = tree_rss_mib(server)
-            with PeakRss(server) as peak:
+            start = server.tree_rss_mib()
+            with PeakRss.of(server) as peak:
                 reply = call(
                     server.url + f"/models/{ORIENTATION}/predict_batch", body, CONTENT_TYPE
                 )
             time.sleep(SETTLE_SECONDS)
             row = bound_row(
-                f"predict_batch #{index + 1}", start, peak.result(), tree_rss_mib(server)
+                f"predict_batch #{index + 1}", start, peak.result(), server.tree_rss_mib()
             )
             items = reply.body if reply.status == 200 else []
             row |= {
@@ -833,10 +758,6 @@ def log_notes(server: Server) -> dict[str, Any]:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def _f(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:,.{digits}f}"
-
-
 def _memory_section(data: dict[str, Any]) -> list[str]:
     rows = {row["subject"]: row for row in data["memory"]}
     three = rows[THREE]
@@ -849,26 +770,26 @@ def _memory_section(data: dict[str, Any]) -> list[str]:
     ]
     for subject, row in rows.items():
         roles = row["by_role"]
-        alone = _f(row["listed"][0]["memory_mib"]["resident"]) if len(row["models"]) == 1 else ""
+        alone = fmt(row["listed"][0]["memory_mib"]["resident"]) if len(row["models"]) == 1 else ""
         within = (
-            _f(listed[row["models"][0]]["resident"])
+            fmt(listed[row["models"][0]]["resident"])
             if len(row["models"]) == 1
-            else " + ".join(_f(listed[name]["resident"]) for name in row["models"])
+            else " + ".join(fmt(listed[name]["resident"]) for name in row["models"])
         )
         per_image = " / ".join(
-            _f(m["memory_mib"]["per_image_in_a_batch"], 2) for m in row["listed"]
+            fmt(m["memory_mib"]["per_image_in_a_batch"], 2) for m in row["listed"]
         )
         lines.append(
-            f"| {subject} | {', '.join(row['models'])} | **{_f(row['tree_rss_mib'])}** "
-            f"| {_f(roles.get('arbiter', {}).get('rss_mib'))} "
-            f"| {_f(roles.get('worker', {}).get('rss_mib'))} | {_f(row['tree_pss_mib'])} "
+            f"| {subject} | {', '.join(row['models'])} | **{fmt(row['tree_rss_mib'])}** "
+            f"| {fmt(roles.get('arbiter', {}).get('rss_mib'))} "
+            f"| {fmt(roles.get('worker', {}).get('rss_mib'))} | {fmt(row['tree_pss_mib'])} "
             f"| {alone} | {within} | {per_image} |"
         )
     added = three["tree_rss_mib"] - rows[ONE]["tree_rss_mib"]
     worker = three.get("worker") or {}
     lines += [
         "",
-        f"The three models together: {_f(three['tree_rss_mib'])} MiB, {added:+,.1f} MiB over "
+        f"The three models together: {fmt(three['tree_rss_mib'])} MiB, {added:+,.1f} MiB over "
         f"{DEFAULT_MODEL} alone. `resident` is the worker's RSS growth while a model loads and "
         "warms up, so the first model loaded also carries onnxruntime's first-session costs. "
         "The three-model worker's budget as /models reports it: "
@@ -918,7 +839,8 @@ def _swap_section(data: dict[str, Any]) -> list[str]:
         f"Idle: after each reload one /predict answered the new version's label: "
         f"{'yes, every time' if idle['all_answers_new'] else '**no**'} "
         f"({', '.join(map(str, idle['answers_after']))}). Tree RSS before the idle reloads "
-        f"{_f(idle['tree_rss_before_mib'])} MiB, after them {_f(idle['tree_rss_after_mib'])} MiB.",
+        f"{fmt(idle['tree_rss_before_mib'])} MiB, after them "
+        f"{fmt(idle['tree_rss_after_mib'])} MiB.",
     ]
 
 
@@ -933,7 +855,7 @@ def _failures_section(data: dict[str, Any]) -> list[str]:
         f"status code distribution {statuses}"
         + (f"; errors (no answer): {errors}" if errors else "; no request without an answer")
         + f". **Non-200: {hey_result['non_200']}.** {hey_result['rps']:,.0f} rps, p99 "
-        f"{_f(hey_result['p99_ms'])} ms, slowest {_f(hey_result['slowest_ms'])} ms. The load "
+        f"{fmt(hey_result['p99_ms'])} ms, slowest {fmt(hey_result['slowest_ms'])} ms. The load "
         + ("covered every reload." if loaded["load_covered_every_reload"] else "**ended early**.")
         + "",
         "",
@@ -962,10 +884,10 @@ def _bound_section(data: dict[str, Any]) -> list[str]:
     ]
     for row in rows:
         lines.append(
-            f"| {row['probe']} | {_f(row['tree_rss_start_mib'])} "
-            f"| **{_f(row['peak_tree_rss_mib'])}** | {_f(row['peak_worker_rss_mib'])} "
-            f"| {_f(row['peak_arbiter_rss_mib'])} "
-            f"| {_f(row['tree_rss_final_mib'])} | {'yes' if row['within_dyno'] else '**no**'} |"
+            f"| {row['probe']} | {fmt(row['tree_rss_start_mib'])} "
+            f"| **{fmt(row['peak_tree_rss_mib'])}** | {fmt(row['peak_worker_rss_mib'])} "
+            f"| {fmt(row['peak_arbiter_rss_mib'])} "
+            f"| {fmt(row['tree_rss_final_mib'])} | {'yes' if row['within_dyno'] else '**no**'} |"
         )
     batch, soaked = bound["batch"], bound["soak"]["soak"]
     kib = batch["image_kib"]
@@ -1027,13 +949,13 @@ def _logs_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
+def markdown(data: dict[str, Any]) -> list[str]:
     versions = data["versions"]
     commands = data["commands"]
     lines = [
         "# Several models in one server: memory, the default model's speed, version swaps",
         "",
-        *report.run_header(data),
+        *run_header(data),
         "",
         f"Phases 1–4: {data['placement']}; phase 5 unpinned. Each server has a throwaway "
         f"BentoML home with the same store: {DEFAULT_MODEL} version A ({versions['A']}, "
@@ -1077,7 +999,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "",
         "Each probe on a fresh three-model server (unpinned, default settings: the worker's budget "
         "is `DLOPS_MAX_WORKER_MEMORY=384` MiB); the tree's RSS sampled every "
-        f"{SAMPLE_SECONDS * 1000:.0f} ms for the peak.",
+        f"{PEAK_SAMPLE_SECONDS * 1000:.0f} ms for the peak.",
         "",
         *_bound_section(data),
         "",
@@ -1097,7 +1019,7 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
         "```",
         "",
     ]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -1141,7 +1063,7 @@ def pinned_phases(
 
     def pinned(subject: str, served: str, extra: dict[str, str] | None = None) -> Server:
         slug = re.sub(r"[^a-z0-9]+", "-", subject)
-        home = home_copy(base, scratch, slug)
+        home = throwaway_home(base, scratch, slug)
         env = {"DLOPS_MODELS": served, **(extra or {})}
         return dlops_server(home, scratch, env, subject=slug, cpus=placement.server)
 
@@ -1187,21 +1109,25 @@ def bound_phase(
 ) -> dict[str, Any]:
     """Phase 5: each probe on a fresh, unpinned three-model server."""
     log("memory bound: hostile cases")
-    hostile_result = hostile_bound(home_copy(base, scratch, "hostile"), scratch, store.models)
+    hostile_result = hostile_bound(throwaway_home(base, scratch, "hostile"), scratch, store.models)
     log("memory bound: soak")
     soak_result = soak_bound(base, scratch, store.models, hey, settings.quick)
     log("memory bound: a batch of photos")
     batch_result = batch_bound(
-        home_copy(base, scratch, "batch"), scratch, store.models, store.photos, settings.batches
+        throwaway_home(base, scratch, "batch"),
+        scratch,
+        store.models,
+        store.photos,
+        settings.batches,
     )
     return {"hostile": hostile_result, "soak": soak_result, "batch": batch_result}
 
 
 def hey_commands(settings: Settings, placement: Placement) -> list[str]:
     # run_hey's (bench/load.py) command line, and the open-ended one of the reloads.
-    speed = ["hey", "-n", str(settings.requests), "-c", str(CONCURRENCY)]
-    speed += ["-t", str(REQUEST_TIMEOUT_SECONDS), "-m", "POST", "-D", "body.bin"]
-    speed += ["-T", CONTENT_TYPE, "-o", "csv", "URL/predict"]
+    speed = hey_argv(
+        "hey", "URL/predict", Path("body.bin"), CONCURRENCY, settings.requests, csv_output=True
+    )
     reloads = hey_open_ended("hey", "URL", Path("body.bin"))
     pin = taskset(placement.load)
     return [
@@ -1212,8 +1138,6 @@ def hey_commands(settings: Settings, placement: Placement) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    # A plain `kill` must also run the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.perf_counter()
     hey = ensure_hey()
     machine = machine_info()
@@ -1231,11 +1155,9 @@ def main(argv: list[str] | None = None) -> None:
     servers = [*pinned.pop("servers"), *(probe.pop("server") for probe in bound.values())]
     logs = pinned.pop("logs") | {name: probe.pop("log") for name, probe in bound.items()}
     data: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "-m", "bench.repository", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": command_line("bench.repository", argv),
         "settings": {**dataclasses.asdict(settings), "output": str(settings.output)},
-        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
+        "machine": machine_at_end(machine),
         "placement": placement.note,
         "models": store.models,
         "versions": {"A": store.version_a, "B": store.version_b},
@@ -1250,15 +1172,9 @@ def main(argv: list[str] | None = None) -> None:
         },
         "wall_seconds": time.perf_counter() - started,
     }
-    settings.output.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = (settings.output / f"{STEM}.{suffix}" for suffix in ("json", "md"))
-    report.write_json(json_path, data)
-    write_markdown(md_path, data)
+    json_path, md_path = write_results(settings.output, STEM, data, markdown(data))
     log(f"wrote {json_path} and {md_path}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("bench: interrupted, servers stopped, no results written") from None
+    run_study(main)

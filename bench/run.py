@@ -22,29 +22,22 @@ import argparse
 import dataclasses
 import hashlib
 import importlib.util
-import os
-import re
-import shlex
-import signal
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
-
-from PIL import Image
+from typing import Any
 
 from bench import report
 from bench.ceiling import BATCH, measure_ceiling
-from bench.load import ensure_hey, multipart_body, post_once, run_hey
-from bench.machine import container_image_size, machine_info
+from bench.load import default_image, ensure_hey, is_mnist_sized, multipart_body, post_once, run_hey
+from bench.machine import container_image_size, machine_at_end, machine_info
 from bench.placement import Placement, place
 from bench.report import BASELINE, BATCH_SUBJECT, DLOPS, FLOOR, LEAN, SEED
+from bench.rounds import rotated, run_row
 from bench.servers import (
     MAKE_SERVE,
     MODEL,
@@ -52,14 +45,14 @@ from bench.servers import (
     Server,
     baseline_tree,
     dlops_server,
+    floor_servers,
     import_model,
     make_serve_server,
+    running,
     seed_server,
 )
+from bench.study import RESULTS, command_line, log, quick_or_full, run_study
 
-T = TypeVar("T")
-FIXTURES = ROOT / "tests" / "fixtures" / "digits"
-RESULTS = ROOT / "bench" / "results"
 CONCURRENCIES = (1, 16, 64)
 # Each batch request carries 64 images: 64 of them in flight would be 4096 images queued, far
 # beyond what the single-image levels compare with.
@@ -102,22 +95,6 @@ def _env_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _is_mnist_sized(path: Path) -> bool:
-    # The seed app feeds the decoded pixels straight to the model, so only a 28x28 grayscale
-    # image gets a 200 from it; anything else would benchmark its error path.
-    with Image.open(path) as image:
-        return image.mode == "L" and image.size == (28, 28)
-
-
-def default_image() -> Path:
-    """A real MNIST digit from the test fixtures, a 3 when one can be told from the name."""
-    candidates = [path for path in sorted(FIXTURES.glob("*.png")) if _is_mnist_sized(path)]
-    if not candidates:
-        raise SystemExit(f"no 28x28 grayscale PNG in {FIXTURES}/: pass --image PATH")
-    threes = [p for p in candidates if re.search(r"(?<![0-9])3(?![0-9])|three", p.stem, re.I)]
-    return (threes or candidates)[0]
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -185,10 +162,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--image", type=Path, help="28x28 grayscale PNG (default: a fixture)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
-    counts = {
-        name: getattr(args, name) if getattr(args, name) is not None else full_quick[args.quick]
-        for name, full_quick in DEFAULTS.items()
-    }
+    counts = quick_or_full(args, DEFAULTS)
     levels = [*args.concurrency, *args.batch_concurrency]
     if min(counts.values()) < 1 or min(levels) < 1 or min(args.workers) < 1:
         parser.error("counts, concurrencies and workers must be at least 1")
@@ -202,7 +176,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     if "DLOPS_WORKERS" in dlops_env:
         parser.error("set the worker count with --workers, which applies to both servers")
     image = args.image or default_image()
-    if not _is_mnist_sized(image):
+    if not is_mnist_sized(image):
         parser.error(f"{image} is not a 28x28 grayscale PNG, which the seed app needs")
     return Settings(
         **counts,
@@ -215,35 +189,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         baseline=args.baseline,
         pin=args.pin,
     )
-
-
-@contextmanager
-def running(*servers: Server) -> Iterator[None]:
-    """Start the servers one after the other (so they do not compete while starting); always stop
-    them all, whatever happens in between."""
-    try:
-        for server in servers:
-            server.start()
-            server.wait_ready()
-        yield
-    except Exception:
-        # The logs live in a temporary directory that is about to go: show why a server failed.
-        for server in servers:
-            log(f"last lines of {server.subject}'s log:\n{server.log_tail()}")
-        raise
-    finally:
-        for server in servers:
-            server.stop()
-
-
-def rotated(items: list[T], by: int) -> list[T]:
-    # Rotating the order each round keeps any subject from always following another.
-    shift = by % len(items)
-    return items[shift:] + items[:shift]
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -274,14 +219,6 @@ def _server_factories(
     return {
         SEED: partial(seed_server, log_dir, workers, cpus=cpus),
         DLOPS: partial(dlops_server, home, log_dir, env, cpus=cpus),
-    }
-
-
-def floor_servers(log_dir: Path, workers: int, cpus: tuple[int, ...] | None) -> dict[str, Server]:
-    """The two floors of bench/floors.py under uvicorn, without its access log (the least work)."""
-    return {
-        name: seed_server(log_dir, workers, app=app, subject=name, cpus=cpus, access_log=False)
-        for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean"))
     }
 
 
@@ -369,13 +306,13 @@ def measure_load(
                     cpus=placement.load,
                 )
                 runs.append(
-                    {
-                        "round": round_index + 1,
-                        "workers": workers,
-                        "subject": subject.name,
-                        "images_per_request": subject.images_per_request,
-                        **dataclasses.asdict(result),
-                    }
+                    run_row(
+                        round_index + 1,
+                        result,
+                        workers=workers,
+                        subject=subject.name,
+                        images_per_request=subject.images_per_request,
+                    )
                 )
                 log(
                     f"{tag} round {round_index + 1} c={concurrency:<3} {subject.name:<14} "
@@ -442,8 +379,6 @@ def measure_cold_starts(settings: Settings, home: Path, log_dir: Path) -> list[d
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    # A plain `kill` must also run the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.perf_counter()
     if max(settings.workers) > 1 and importlib.util.find_spec("uvloop") is None:
         # uvicorn --workers N hands its workers a listening socket with proto 0; asyncio then
@@ -514,9 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     ceilings = [ceiling for block in measured for ceiling in block["ceilings"]]
     summary = report.summarise(runs)
     data = {
-        "command": shlex.join(
-            ["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": command_line("bench.run", argv),
         "settings": {
             **dataclasses.asdict(settings),
             "image": str(settings.image.relative_to(ROOT))
@@ -526,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             "image_sha256": hashlib.sha256(png).hexdigest(),
             "output": str(settings.output),
         },
-        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
+        "machine": machine_at_end(machine),
         "answers": [answer for block in measured for answer in block["answers"]],
         "ceiling": {"batch": BATCH, "rounds": ceilings, **report.summarise_ceiling(ceilings)},
         "load": {
@@ -553,8 +486,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        # The servers were stopped on the way out; the traceback would only say where it was.
-        raise SystemExit("bench: interrupted, servers stopped, no results written") from None
+    run_study(main)

@@ -1,4 +1,5 @@
-"""Start, probe, measure and stop the two HTTP subjects: the seed FastAPI app and `bentoml serve`.
+"""Start, probe, measure and stop the HTTP subjects: `bentoml serve` (dlops, the stock service),
+the seed FastAPI apps and the floors under uvicorn, each in a throwaway BentoML home.
 
 Each server runs in a session of its own so that it can be stopped as a group, and every process
 of its tree is remembered before it is stopped: BentoML's workers start their own sessions, so a
@@ -8,20 +9,25 @@ signal to the arbiter's group alone would leave them running.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from bench.placement import pinned_to
+from bench.study import log
 from dlops.model.spec import SPEC_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +38,9 @@ STARTUP_SECONDS = 120
 STOP_SECONDS = 15
 # Cold start is measured to this resolution; a tighter loop would steal CPU from the start-up.
 POLL_SECONDS = 0.05
+PEAK_SAMPLE_SECONDS = 0.02  # a peak of memory lasts as long as a large decode: tens of ms
+# The floors of bench/floors.py, as subjects.
+FLOOR, LEAN = "floor", "lean"
 
 
 def free_port() -> int:
@@ -131,6 +140,9 @@ class Server:
         assert self.process is not None
         return sample_tree(self.process.pid, self.root_role)
 
+    def tree_rss_mib(self) -> float:
+        return sum(sample.rss_mib for sample in self.samples())
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system, its reaped children's included) of every process of the
         tree so far."""
@@ -222,6 +234,61 @@ def process_tree(root_pid: int) -> list[psutil.Process]:
         return []
 
 
+class PeakRss:
+    """While it is entered: the RSS of the tree rooted at ``root_pid`` sampled every ``period``
+    seconds on a thread; its peak, and each process's."""
+
+    def __init__(
+        self,
+        root_pid: int,
+        roles: dict[int, str] | None = None,
+        period: float = PEAK_SAMPLE_SECONDS,
+    ) -> None:
+        self.root = root_pid
+        self.roles = roles or {}
+        self.period = period
+        self.peak_tree_mib = 0.0
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @classmethod
+    def of(cls, server: Server) -> PeakRss:
+        assert server.process is not None, "start() first"
+        roles = {sample.pid: sample.role for sample in server.samples()}
+        return cls(server.process.pid, roles)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            total = 0.0
+            for process in process_tree(self.root):
+                try:
+                    rss = process.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                total += rss
+                self.peaks[process.pid] = max(self.peaks.get(process.pid, 0.0), rss)
+            self.peak_tree_mib = max(self.peak_tree_mib, total)
+            self._stop.wait(self.period)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "peak_tree_rss_mib": round(self.peak_tree_mib, 1),
+            "peak_by_process": [
+                {"pid": pid, "role": self.roles.get(pid, "new"), "peak_rss_mib": round(peak, 1)}
+                for pid, peak in self.peaks.items()
+            ],
+        }
+
+
 def _status_mib(pid: int) -> dict[str, float]:
     # psutil has no RssAnon/RssFile split; Linux writes it in kB in /proc/PID/status.
     fields = {}
@@ -285,15 +352,20 @@ def dlops_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]
 
 
 def import_model(
-    home: Path, model: Path = MODEL, name: str | None = None, tree: Path = ROOT
+    home: Path,
+    model: Path = MODEL,
+    name: str | None = None,
+    tree: Path = ROOT,
+    flags: Sequence[str] = (),
 ) -> Path:
     """Import ``model`` (the committed digit model by default) into ``home`` the way `make import`
-    does, as ``name`` if given; returns the model store entry's directory (its ONNX file and
-    spec.json), read from the importer's last line, ``imported: NAME:VERSION``. ``tree``: the
-    source tree whose import_model.py runs (a baseline's, see :func:`baseline_tree`)."""
+    does, as ``name`` if given, with the importer's ``flags``; returns the model store entry's
+    directory (its ONNX file and spec.json, named by its version), read from the importer's last
+    line, ``imported: NAME:VERSION``. ``tree``: the source tree whose import_model.py runs (a
+    baseline's, see :func:`baseline_tree`)."""
     argv = [sys.executable, str(tree / "import_model.py"), str(model)]
     result = subprocess.run(
-        [*argv, *(["--name", name] if name else [])],
+        [*argv, *(["--name", name] if name else []), *flags],
         cwd=tree,
         env=dlops_env(home),
         capture_output=True,
@@ -312,6 +384,15 @@ def import_model(
     if not version or not (entry / SPEC_FILE_NAME).is_file():
         raise RuntimeError(f"import_model.py printed no usable tag ({tag!r}):\n{result.stdout}")
     return entry
+
+
+def throwaway_home(base: Path, scratch: Path, slug: str) -> Path:
+    """A BentoML home of its own for one server, with a copy of ``base``'s model store (a few
+    kB): `bentoml serve` empties its home's prometheus_multiproc_dir when it starts, under the
+    feet of a running neighbour that shared it."""
+    home = scratch / f"home-{slug}"
+    shutil.copytree(base / "models", home / "models")
+    return home
 
 
 def dlops_server(
@@ -423,3 +504,30 @@ def seed_server(
         root_role="uvicorn" if workers == 1 else "supervisor",
         cpus=cpus,
     )
+
+
+def floor_servers(log_dir: Path, workers: int, cpus: tuple[int, ...] | None) -> dict[str, Server]:
+    """The two floors of bench/floors.py under uvicorn, without its access log (the least work)."""
+    return {
+        name: seed_server(log_dir, workers, app=app, subject=name, cpus=cpus, access_log=False)
+        for name, app in ((FLOOR, "bench.floors:http_floor"), (LEAN, "bench.floors:lean"))
+    }
+
+
+@contextmanager
+def running(*servers: Server) -> Iterator[None]:
+    """Start the servers one after the other (so they do not compete while starting); always stop
+    them all, whatever happens in between."""
+    try:
+        for server in servers:
+            server.start()
+            server.wait_ready()
+        yield
+    except Exception:
+        # The logs live in a temporary directory that is about to go: show why a server failed.
+        for server in servers:
+            log(f"last lines of {server.subject}'s log:\n{server.log_tail()}")
+        raise
+    finally:
+        for server in servers:
+            server.stop()

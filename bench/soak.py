@@ -22,10 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import shlex
-import shutil
-import signal
-import sys
 import tempfile
 import time
 import urllib.request
@@ -34,13 +30,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report
-from bench.load import ensure_hey, multipart_body, post_once, run_hey
+from bench.load import default_image, ensure_hey, multipart_body, post_once, run_hey
 from bench.machine import machine_info
-from bench.run import default_image, log, running
-from bench.servers import ROOT, Server, dlops_server, import_model, stock_server
+from bench.servers import (
+    ROOT,
+    Server,
+    dlops_server,
+    import_model,
+    running,
+    stock_server,
+    throwaway_home,
+)
+from bench.study import (
+    RESULTS,
+    command_line,
+    fmt,
+    log,
+    machine_line,
+    quick_or_full,
+    run_study,
+    write_results,
+)
 
-RESULTS = ROOT / "bench" / "results"
 STEM = "soak"
 GROWTH_LIMIT = 0.15  # the bound on the tree's RSS growth after the warm-up
 WARMUP = 2000
@@ -165,10 +176,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--image", type=Path, help="the PNG to POST (default: a fixture 3)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
-    counts = {
-        name: getattr(args, name) if getattr(args, name) is not None else full_quick[args.quick]
-        for name, full_quick in DEFAULTS.items()
-    }
+    counts = quick_or_full(args, DEFAULTS)
     if min(*counts.values(), args.warmup, args.concurrency) < 1:
         parser.error("counts and concurrency must be at least 1")
     if min(counts["sample_every"], args.warmup) < args.concurrency:
@@ -232,13 +240,9 @@ class Subject:
 
 
 def make_subject(variant: Variant, base_home: Path, scratch: Path) -> Subject:
-    # A BentoML home of its own per server: `bentoml serve` empties
-    # $BENTOML_HOME/prometheus_multiproc_dir when it starts, under the feet of a running
-    # neighbour. The model store is copied in (a few kB). TMPDIR of its own: the temporary files
-    # BentoML writes for uploads can be counted.
+    # TMPDIR of its own: the temporary files BentoML writes for uploads can be counted.
     slug = "".join(c if c.isalnum() else "-" for c in variant.name)
-    home = scratch / f"home-{slug}"
-    shutil.copytree(base_home / "models", home / "models")
+    home = throwaway_home(base_home, scratch, slug)
     temp_dir = scratch / f"tmp-{slug}"
     temp_dir.mkdir()
     env = {**variant.env, "TMPDIR": str(temp_dir)}
@@ -335,10 +339,6 @@ def soak(settings: Settings, subjects: list[Subject], hey: str, body_path: Path)
         subject.trace("end")
 
 
-def _mib(value: float) -> str:
-    return f"{value:,.1f}"
-
-
 def _percent(value: float) -> str:
     return f"{value:+.1%}"
 
@@ -356,8 +356,8 @@ def _summary_table(data: dict[str, Any]) -> list[str]:
     for row in data["summaries"]:
         lines.append(
             f"| {row['subject']} | {row['what']} | {row['sent_after_warmup']:,} | {_statuses(row)} "
-            f"| {_mib(row['tree_rss_start_mib'])} / {_mib(row['tree_rss_after_warmup_mib'])} / "
-            f"{_mib(row['tree_rss_end_mib'])} | **{_percent(row['growth'])}** "
+            f"| {fmt(row['tree_rss_start_mib'])} / {fmt(row['tree_rss_after_warmup_mib'])} / "
+            f"{fmt(row['tree_rss_end_mib'])} | **{_percent(row['growth'])}** "
             f"| {'yes' if row['worker_replaced'] else 'no'} | {row['rps']:,.0f} |"
         )
     return lines
@@ -374,7 +374,7 @@ def _over_time_table(data: dict[str, Any]) -> list[str]:
     longest = max(names, key=lambda name: len(series[name]))
     for position in range(1, len(series[longest])):
         cells = [
-            _mib(series[name][position]["tree_rss_mib"]) if position < len(series[name]) else ""
+            fmt(series[name][position]["tree_rss_mib"]) if position < len(series[name]) else ""
             for name in names
         ]
         requests = series[longest][position]["requests_after_warmup"]
@@ -393,15 +393,15 @@ def _process_table(data: dict[str, Any]) -> list[str]:
             if process["rss_growth"] is None:
                 lines.append(
                     f"| {row['subject']} | {process['role']} | {process['pid']} "
-                    f"| (new) → {_mib(process['rss_mib_end'])} | | | | | |"
+                    f"| (new) → {fmt(process['rss_mib_end'])} | | | | | |"
                 )
                 continue
             lines.append(
                 f"| {row['subject']} | {process['role']} | {process['pid']} "
-                f"| {_mib(process['rss_mib_after_warmup'])} → {_mib(process['rss_mib_end'])} "
+                f"| {fmt(process['rss_mib_after_warmup'])} → {fmt(process['rss_mib_end'])} "
                 f"| {_percent(process['rss_growth'])} "
-                f"| {_mib(process['anon_mib_after_warmup'])} → {_mib(process['anon_mib_end'])} "
-                f"| {_mib(process['file_mib_after_warmup'])} → {_mib(process['file_mib_end'])} "
+                f"| {fmt(process['anon_mib_after_warmup'])} → {fmt(process['anon_mib_end'])} "
+                f"| {fmt(process['file_mib_after_warmup'])} → {fmt(process['file_mib_end'])} "
                 f"| {process['threads_after_warmup']} → {process['threads_end']} "
                 f"| {process['open_files_after_warmup']} → {process['open_files_end']} |"
             )
@@ -428,8 +428,8 @@ def _trace_section(data: dict[str, Any]) -> list[str]:
     for entry in traced:
         first, last = entry["traces"][0], entry["traces"][-1]
         lines += [
-            f"{entry['subject']}: Python's traced heap {_mib(first['traced_bytes'] / 2**20)} MiB "
-            f"after the warm-up, {_mib(last['traced_bytes'] / 2**20)} MiB at the end, both "
+            f"{entry['subject']}: Python's traced heap {fmt(first['traced_bytes'] / 2**20)} MiB "
+            f"after the warm-up, {fmt(last['traced_bytes'] / 2**20)} MiB at the end, both "
             f"right after `gc.collect()` (which found {last['gc_collected']:,} unreachable "
             "objects at the end): what grew is alive, not garbage. Where it grew most "
             "(allocations alive at the end minus those after the warm-up, by traceback, "
@@ -481,16 +481,13 @@ def _reading(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, data: dict[str, Any]) -> None:
+def markdown(data: dict[str, Any]) -> list[str]:
     settings, machine = data["settings"], data["machine"]
-    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
     lines = [
         "# Soak: memory of the serving tree under sustained load",
         "",
         f"`{data['command']}` on {machine['date']}, {data['wall_seconds']:.0f} s wall time.",
-        f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']}; {packages}; "
-        f"hey {machine['hey']}. 1-minute load average {machine['load_average_1m_at_start']:.2f} "
+        f"{machine_line(machine)}. 1-minute load average {machine['load_average_1m_at_start']:.2f} "
         f"at the start, {data['load_average_1m_at_end']:.2f} at the end (shared machine).",
         "",
         f"Load: hey POSTs `{settings['image']}` as the multipart field `file` to `/predict` at "
@@ -530,13 +527,11 @@ def write_markdown(path: Path, data: dict[str, Any]) -> None:
     traces = _trace_section(data)
     if traces:
         lines += ["## Python allocations (tracemalloc)", "", *traces]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    # A plain `kill` must also run the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.perf_counter()
     hey = ensure_hey()
     machine = machine_info()
@@ -553,9 +548,7 @@ def main(argv: list[str] | None = None) -> None:
             soak(settings, subjects, hey, body_path)
     summaries = [summarise(subject) for subject in subjects]
     data = {
-        "command": shlex.join(
-            ["python", "-m", "bench.soak", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": command_line("bench.soak", argv),
         "settings": {
             **dataclasses.asdict(settings),
             "chunk": settings.chunk,
@@ -574,10 +567,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         "wall_seconds": time.perf_counter() - started,
     }
-    settings.output.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = (settings.output / f"{STEM}.{suffix}" for suffix in ("json", "md"))
-    report.write_json(json_path, data)
-    write_markdown(markdown_path, data)
+    json_path, markdown_path = write_results(settings.output, STEM, data, markdown(data))
     for row in summaries:
         log(
             f"{row['subject']:<28} growth {_percent(row['growth'])}  "
@@ -587,7 +577,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit("soak: interrupted, servers stopped, no results written") from None
+    run_study(main, "soak")

@@ -20,16 +20,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.load import DIGIT
+from bench.rounds import rotated
 from bench.servers import ROOT, baseline_tree
+from bench.study import RESULTS, write_results
 
-RESULTS = ROOT / "bench" / "results"
 # Run inside each tree: only APIs both the baseline and this checkout have.
 TIMER = """
 import json, sys, timeit
 from pathlib import Path
-from dlops.pipeline.decode import decode_image
-from dlops.pipeline.preprocess import Preprocessor
-from dlops.model.resolve import Overrides, resolve_spec
+try:
+    from dlops.pipeline.decode import decode_image
+    from dlops.pipeline.preprocess import Preprocessor
+    from dlops.model.resolve import Overrides, resolve_spec
+except ImportError:  # a baseline from before the package was laid out by concern
+    from dlops.decode import decode_image
+    from dlops.preprocess import Preprocessor
+    from dlops.resolve import Overrides, resolve_spec
 
 cases = json.loads(sys.argv[1])
 figures = {}
@@ -51,14 +58,13 @@ def cases(scratch: Path) -> dict[str, tuple[str, str, dict[str, str]]]:
     from tests.conftest import orientation_model_path
     from tests.documents import document
 
-    digit = ROOT / "tests" / "fixtures" / "digits" / "test0300_digit3.png"
     scan, photo = scratch / "scan.jpg", scratch / "photo.jpg"
     scan.write_bytes(document(1, 90, size=(1240, 1754)))
     photo.write_bytes(document(2, 0, photo=True, size=(1240, 1754)))
     orientation = str(orientation_model_path())
     pillow = {"resampling": "pillow"}
     return {
-        "digit (MNIST step)": (str(ROOT / "models" / "binary_classifier_3.onnx"), str(digit), {}),
+        "digit (MNIST step)": (str(ROOT / "models" / "binary_classifier_3.onnx"), str(DIGIT), {}),
         "orientation, scanned page": (orientation, str(scan), {}),
         "orientation, photographed page": (orientation, str(photo), {}),
         "orientation --resampling pillow, scanned page": (orientation, str(scan), pillow),
@@ -94,8 +100,7 @@ def main() -> int:
         inputs = cases(scratch)
         samples: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
         for round_index in range(args.rounds):
-            order = list(trees) if round_index % 2 == 0 else list(reversed(trees))
-            for name in order:
+            for name in rotated(list(trees), round_index):
                 for case, micros in time_tree(trees[name], inputs).items():
                     samples[name].setdefault(case, []).append(micros)
     medians = {
@@ -103,8 +108,6 @@ def main() -> int:
         for name, by_case in samples.items()
     }
     data = {"baseline": args.baseline, "commit": commit, "rounds": args.rounds, "medians": medians}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "steps-cost.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [
         "# Preprocessing cost per image: decode (reduced) + steps",
         "",
@@ -123,7 +126,7 @@ def main() -> int:
         lines.append(row)
     if commit:
         lines += ["", f"Baseline: `{args.baseline}` (commit {commit[:12]})."]
-    (RESULTS / "steps-cost.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS, "steps-cost", data, lines)
     print("\n".join(lines))
     return 0
 
