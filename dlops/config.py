@@ -101,6 +101,40 @@ MAX_WORKER_MEMORY_MIB = _positive_int("DLOPS_MAX_WORKER_MEMORY", 384)
 # size. Each is held up to three times over while it is read and split (chunks, joined, parts).
 BODY_ALLOWANCE_BYTES = 2 * MAX_BODY_BYTES
 BODY_MEMORY_BYTES = 3 * BODY_ALLOWANCE_BYTES
+# onnxruntime's execution providers, in order of preference (DLOPS_PROVIDERS=openvino,cpu). One
+# asked for that does not load stops the start with a line saying so: never a silent fallback to
+# the CPU, which Triton's and MLflow's users report as a bug.
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+
+
+def _providers() -> tuple[str, ...]:
+    listed = os.environ.get("DLOPS_PROVIDERS", "").strip()
+    if not listed:
+        return (PROVIDER_NAMES["cpu"],)
+    chosen = []
+    for item in filter(None, (part.strip() for part in listed.split(","))):
+        full = PROVIDER_NAMES.get(item.lower())
+        full = full or next((n for n in PROVIDER_NAMES.values() if n.lower() == item.lower()), None)
+        if full is None:
+            raise SystemExit(
+                f"DLOPS_PROVIDERS: {item!r} is not an execution provider dlops knows; give some "
+                f"of {', '.join(PROVIDER_NAMES)}, in order of preference (e.g. openvino,cpu)"
+            )
+        chosen.append(full)
+    if not chosen:
+        raise SystemExit(f"DLOPS_PROVIDERS={listed!r} names no provider; e.g. cpu or openvino,cpu")
+    return tuple(dict.fromkeys(chosen))
+
+
+PROVIDERS = _providers()
 # Threads per worker for work that does not run on the event loop (decoding large images,
 # running a large model): one per core. Abandoned work keeps its thread until it stops, so these
 # also bound the CPU that timed-out requests can still use.

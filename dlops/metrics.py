@@ -142,6 +142,8 @@ class PredictionMetrics:
         self._infer = _Tally(stages.labels(model=model, stage="infer"), STAGE_BUCKETS)
         self._label_counts: dict[str, int] = {}
         self._errors = families.errors
+        self._execution_providers = families.execution_providers
+        self._providers: tuple[str, ...] = ()
         # Observations wait here until the next flush counts them: requests are answered on the
         # event loop and on worker threads, and an append is atomic where a tally is not.
         self._prepared: deque[tuple[float, float]] = deque(maxlen=MAX_PENDING)
@@ -158,6 +160,13 @@ class PredictionMetrics:
 
     def failed(self, kind: str) -> None:
         self._errors.labels(model=self._model, kind=kind).inc()  # rare: written at once
+
+    def runs_on(self, providers: tuple[str, ...]) -> None:
+        """The execution providers the model's current version runs on; () once unloaded."""
+        for provider in sorted({*self._providers, *providers}):
+            gauge = self._execution_providers.labels(model=self._model, provider=provider)
+            gauge.set(1 if provider in providers else 0)
+        self._providers = providers
 
     def flush(self) -> None:
         with self._lock:
@@ -243,11 +252,12 @@ class _PredictionFamilies:
     proba: Any
     stage_seconds: Any
     errors: Any
+    execution_providers: Any
 
 
 @cache
 def _prediction_families() -> _PredictionFamilies:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return _PredictionFamilies(
         predictions=Counter(
@@ -275,6 +285,12 @@ def _prediction_families() -> _PredictionFamilies:
             "Failed requests and images, by model and kind (not_an_image, no_ink, "
             "image_too_large, request_entity_too_large, unsupported_media_type, unauthorized, ...)",
             ["model", "kind"],
+        ),
+        execution_providers=Gauge(
+            "dlops_model_execution_provider",
+            "1 for each onnxruntime execution provider a served model runs on (DLOPS_PROVIDERS)",
+            ["model", "provider"],
+            multiprocess_mode="livemax",
         ),
     )
 

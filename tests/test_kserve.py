@@ -696,6 +696,7 @@ def test_metadata_shows_the_real_input(served: Served) -> None:
                 {"name": "proba", "datatype": "FP32", "shape": [-1, classes]},
                 {"name": "label", "datatype": "BYTES", "shape": [-1]},
             ],
+            "parameters": {"execution_providers": ["CPUExecutionProvider"]},
         }
 
 

@@ -33,6 +33,8 @@ class NoMetrics:
 
     def failed(self, kind: str) -> None: ...
 
+    def runs_on(self, providers: tuple[str, ...]) -> None: ...
+
 
 @dataclass
 class FileStore:

@@ -33,7 +33,16 @@ WARM_UP_ENOUGH_SECONDS = 0.05
 HAND_BACK_AFTER_BYTES = 1024 * 1024
 
 
-def open_session(model_path: Path | str, intra_op_threads: int = 1) -> ort.InferenceSession:
+CPU_ONLY = ("CPUExecutionProvider",)
+
+
+class ProviderUnavailable(RuntimeError):
+    """An execution provider asked for does not load: never a silent fallback to another."""
+
+
+def open_session(
+    model_path: Path | str, intra_op_threads: int = 1, providers: tuple[str, ...] = CPU_ONLY
+) -> ort.InferenceSession:
     # Imported here, not at the top: `bentoml serve` imports the service module in its arbiter
     # process too, which never runs the model; onnxruntime would cost it ~35 MiB of memory.
     import onnxruntime as ort
@@ -44,15 +53,40 @@ def open_session(model_path: Path | str, intra_op_threads: int = 1) -> ort.Infer
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    available = ort.get_available_providers()
+    absent = [name for name in providers if name not in available]
+    if absent:
+        raise ProviderUnavailable(
+            f"DLOPS_PROVIDERS asks for {', '.join(absent)}, which this onnxruntime "
+            f"({ort.__version__}) does not have (it has {', '.join(available)}): install the "
+            "build that has it (onnxruntime-gpu, onnxruntime-openvino) or change DLOPS_PROVIDERS"
+        )
+    session = ort.InferenceSession(str(model_path), options, providers=list(providers))
+    # onnxruntime drops a provider that fails to initialise (no device, a missing library) and
+    # carries on with the rest, the CPU in the end: refused here instead.
+    failed = [name for name in providers if name not in session.get_providers()]
+    if failed:
+        raise ProviderUnavailable(
+            f"DLOPS_PROVIDERS asks for {', '.join(failed)}, which did not load for this model "
+            f"(onnxruntime would have run it on {', '.join(session.get_providers())}; its log "
+            "says why): fix the device or its libraries, or change DLOPS_PROVIDERS"
+        )
+    return session
 
 
 class Classifier:
     """An onnxruntime session fed and read as the spec says: ``run(batch)`` -> raw [N, K]."""
 
-    def __init__(self, model_path: Path | str, spec: ModelSpec, intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Path | str,
+        spec: ModelSpec,
+        intra_op_threads: int = 1,
+        providers: tuple[str, ...] = CPU_ONLY,
+    ) -> None:
         self.spec = spec
-        self.session = open_session(model_path, intra_op_threads)
+        self.session = open_session(model_path, intra_op_threads, providers)
+        self.providers = tuple(self.session.get_providers())
         self._input = spec.input.name
         self._outputs = [spec.postprocess.output]
         self._classes = spec.postprocess.classes
@@ -148,12 +182,12 @@ class BackgroundLoader:
     def __init__(
         self,
         load: Callable[[], Classifier],
-        admit: Callable[[int, int], str | None] | None = None,
+        admit: Callable[[BackgroundLoader], str | None] | None = None,
         after: BackgroundLoader | None = None,
         least_bytes: int = 0,
     ) -> None:
-        """``admit(resident_bytes, activation_bytes_per_image)``: why a model that takes that
-        much memory may not be served (the load then fails with that reason), or None.
+        """``admit(loader)``, once the model is loaded and measured (its memory and providers
+        below): why it may not be served (the load then fails with that reason), or None.
         ``after``: a loader to let finish first, so that each model's memory is its own.
         ``least_bytes``: what the model holds at least (its weights), should the growth of the
         process undercount it (a load that reuses memory freed before)."""
@@ -167,6 +201,7 @@ class BackgroundLoader:
         self.seconds_per_image = float("inf")  # measured by the warm-up, once loaded
         self.resident_bytes = 0  # what the loaded model holds, measured as it loads
         self.activation_bytes_per_image = 0  # what each image of a batch adds while it runs
+        self.providers: tuple[str, ...] = ()  # the execution providers it runs on, once loaded
         threading.Thread(target=self._run, name="model-loader", daemon=True).start()
 
     def _run(self) -> None:
@@ -179,11 +214,8 @@ class BackgroundLoader:
             self.seconds_per_image = warmth.seconds_per_image
             self.activation_bytes_per_image = warmth.activation_bytes_per_image
             self.resident_bytes = max(self._least_bytes, resident_bytes() - before)
-            refusal = (
-                self._admit(self.resident_bytes, self.activation_bytes_per_image)
-                if self._admit is not None
-                else None
-            )
+            self.providers = classifier.providers
+            refusal = self._admit(self) if self._admit is not None else None
             if refusal is not None:
                 raise MemoryError(f"not enough memory for this model: {refusal}")
             self._classifier = classifier

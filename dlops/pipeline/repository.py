@@ -138,14 +138,18 @@ class Repository:
         """Start loading ``stored`` on a thread (once ``after`` has loaded); it may take what
         ``replaced`` holds."""
 
-        def admit(resident: int, per_image: int) -> str | None:
+        def admit(loader: BackgroundLoader) -> str | None:
+            resident, per_image = loader.resident_bytes, loader.activation_bytes_per_image
             with self._accounting:
                 others = self._held(excluding=replaced)
                 refusal = self.worker.room_for(others + resident, resident, per_image)
-                if refusal is None:  # counted before any request reaches it (account() redoes
-                    # the sum once it is current and what it replaced is let go)
-                    self.worker.set_models_bytes(self.worker.models_bytes + resident)
-                return refusal
+                if refusal is not None:
+                    return refusal
+                # Counted before any request reaches it (account() redoes the sum once it is
+                # current and what it replaced is let go).
+                self.worker.set_models_bytes(self.worker.models_bytes + resident)
+            self._metrics_of(stored.name).runs_on(loader.providers)
+            return None
 
         def loaded() -> Classifier:
             return self._open_classifier(stored)
@@ -269,6 +273,7 @@ class Repository:
                 raise ClientError(self._not_served(name, slot), HTTPStatus.NOT_FOUND)
             slot.current, slot.reason = None, "unloaded"
             self.account()
+            self._metrics_of(name).runs_on(())
             self.worker.hand_back()
             logger.info("unloaded %s", name)
 
@@ -347,6 +352,7 @@ class Repository:
                         "shape": source.shape(),
                         "kind": "digit" if spec.preprocess.is_digit else "image",
                     },
+                    "execution_providers": list(loader.providers),
                     "memory_mib": {
                         "resident": round(loader.resident_bytes / MIB, 1),
                         "per_image_in_a_batch": round(served.core.batch_bytes_per_image() / MIB, 2),

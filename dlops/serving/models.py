@@ -64,7 +64,8 @@ def core_limits() -> CoreLimits:
 
 
 def open_classifier(stored: StoredModel) -> Classifier:
-    return Classifier(stored.path / config.MODEL_FILE_NAME, stored.spec, config.INTRA_OP_THREADS)
+    path = stored.path / config.MODEL_FILE_NAME
+    return Classifier(path, stored.spec, config.INTRA_OP_THREADS, config.PROVIDERS)
 
 
 class InStep:

@@ -234,7 +234,8 @@ async def server_ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    model = served_model(request)
+    served = served_version(request)
+    model = ServedModel.of(served)
     return JSONResponse(
         {
             "name": model.name,
@@ -242,6 +243,8 @@ async def model_metadata(request: Request) -> Response:
             "platform": PLATFORM,
             "inputs": model.inputs(),
             "outputs": model.outputs(),
+            # The execution providers it runs on, once loaded (DLOPS_PROVIDERS).
+            "parameters": {"execution_providers": list(served.loader.providers)},
         }
     )
 
