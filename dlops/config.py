@@ -13,6 +13,11 @@ MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model 
 DEFAULT_MODEL_NAME = "binary_classifier_3"
 
 
+def _switched_on(name: str) -> bool:
+    """An off-by-default switch: 1, true, yes or on turn it on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _positive_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -74,12 +79,7 @@ MODEL_TAGS = [f"{name}:{version or 'latest'}" for name, version in MODELS]
 # The repository extension (POST /v2/repository/...: load, reload and unload models without a
 # restart) changes what the server serves: with API_KEY set it needs the key; without one it is
 # off unless this is set to 1.
-REPOSITORY_API = os.environ.get("DLOPS_REPOSITORY_API", "").strip().lower() in (
-    "1",
-    "true",
-    "yes",
-    "on",
-)
+REPOSITORY_API = _switched_on("DLOPS_REPOSITORY_API")
 # How long a repository call waits for every worker to converge on the models it asked for.
 CONVERGE_SECONDS = 120
 
@@ -159,7 +159,7 @@ MODEL_WAIT_SECONDS = min(10, REQUEST_TIMEOUT_SECONDS / 2)
 # An access log line per request (BentoML's for its routes, ours for the direct routes). Off by
 # default: on BentoML's stack it cost ~12 % of throughput, and Heroku's router already logs
 # every request with its status and service time.
-ACCESS_LOG = os.environ.get("DLOPS_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes", "on")
+ACCESS_LOG = _switched_on("DLOPS_ACCESS_LOG")
 # When set, every request but health, readiness, metrics, the API docs and the /ui page needs
 # this key ('Authorization: Bearer <key>' or 'X-API-Key: <key>'); unset or empty: no key needed.
 # The name is the platform convention (`heroku config:set API_KEY=...`), without our prefix.

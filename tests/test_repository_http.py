@@ -34,6 +34,7 @@ from tests.conftest import (
     run_import,
     serving,
 )
+from tests.test_import_model import imported as tag_imported
 
 THREE = (FIXTURES / "digits" / "test0300_digit3.png").read_bytes()
 MODELS = "binary_classifier_3,digits_10,orientation"
@@ -45,11 +46,7 @@ LOAD_REQUESTS = 30_000
 
 def imported(home: Path, *args: str) -> str:
     """Import with the real CLI; the stored version."""
-    result = run_import(home, *args)
-    assert result.returncode == 0, result.stderr
-    found = re.search(r"imported: \S+:(\S+)", result.stdout + result.stderr)
-    assert found, result.stdout + result.stderr
-    return found.group(1)
+    return tag_imported(run_import(home, *args)).split(":")[1]
 
 
 def big_weights_model(path: Path) -> Path:

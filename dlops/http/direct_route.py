@@ -30,7 +30,7 @@ from dlops import config
 from dlops.http.auth import ApiKeyGate
 from dlops.http.deadline import BodyAllowance, RequestDeadline, remove_bentoml_timeout
 from dlops.http.drain import GracefulDrain
-from dlops.http.errors import printable
+from dlops.http.errors import printable, send_json
 from dlops.http.guard import http_limits
 from dlops.http.guard import install as install_http_limits
 from dlops.http.upload import requested_top_k
@@ -231,10 +231,7 @@ class DirectRoutes:
 
 async def method_not_allowed(scope: dict[str, Any], send: Any) -> None:
     message = f"{scope['method']} is not allowed on {printable(scope['path'])}: use POST"
-    body = json.dumps({"error": message}).encode()
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), (b"allow", b"POST")]
-    await send({"type": "http.response.start", "status": 405, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, HTTPStatus.METHOD_NOT_ALLOWED, {"error": message}, [(b"allow", b"POST")])
 
 
 class RelativeRedirect:
