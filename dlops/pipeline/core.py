@@ -72,6 +72,13 @@ class CoreLimits:
     return_memory: bool = True
 
 
+def worker_for(limits: CoreLimits) -> Worker:
+    """The threads and memory budget ``limits`` give a worker (shared by its models' cores)."""
+    return Worker(
+        limits.max_worker_memory, limits.body_memory, limits.work_threads, limits.return_memory
+    )
+
+
 @dataclass
 class Outcome:
     """The result of one batch: probabilities of the items that succeeded, errors of the rest."""
@@ -100,12 +107,7 @@ class Core:
         self.loader = loader
         self.metrics = metrics
         self.limits = limits or CoreLimits()
-        self.worker = worker or Worker(
-            self.limits.max_worker_memory,
-            self.limits.body_memory,
-            self.limits.work_threads,
-            self.limits.return_memory,
-        )
+        self.worker = worker or worker_for(self.limits)
         self.preprocessor = Preprocessor(spec)
         self.postprocessor = Postprocessor(spec.postprocess)
         self._typical_seconds: float | None = None  # per image; see _seconds_per_image

@@ -21,13 +21,12 @@ from dlops import config
 from dlops.metrics import prediction_metrics
 from dlops.model.spec import StoredModel
 from dlops.model.store import Unservable, stored_model
-from dlops.pipeline.core import CoreLimits
+from dlops.pipeline.core import CoreLimits, worker_for
 from dlops.pipeline.decode import DecodeLimits
 from dlops.pipeline.errors import ClientError
 from dlops.pipeline.inference import Classifier
 from dlops.pipeline.memory import MIB
 from dlops.pipeline.repository import Repository
-from dlops.pipeline.worker import Worker
 from dlops.serving.server_state import SYNC_SECONDS, SharedModels, stop_server
 
 T = TypeVar("T")
@@ -98,7 +97,7 @@ class InStep:
                 f"the change is made in this worker, but {error} after "
                 f"{config.CONVERGE_SECONDS} s; GET /v2/repository/index shows where each model "
                 "stands",
-                504,
+                HTTPStatus.GATEWAY_TIMEOUT,
                 kind="repository_timeout",
             ) from None
         return result, failures
@@ -141,14 +140,9 @@ def serve_models(folder: Path) -> InStep:
     """This worker's repository, loading its models, with the thread that watches them."""
     import onnxruntime  # noqa: F401  (before the worker's baseline: every model needs it)
 
-    worker = Worker(
-        config.MAX_WORKER_MEMORY_MIB * MIB,
-        config.BODY_MEMORY_BYTES,
-        config.WORK_THREADS,
-        config.RETURN_MEMORY,
-    )
+    limits = core_limits()
     repository = Repository(
-        BentoStore(), worker, core_limits(), prediction_metrics, open_classifier
+        BentoStore(), worker_for(limits), limits, prediction_metrics, open_classifier
     )
     shared = SharedModels(folder)
     published = shared.desired()
