@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from dlops import config
 from dlops.api.docs import DocumentedService
 from dlops.api.ui import ui_app
+from dlops.api.v2 import infer_route_of
 from dlops.http.direct_route import direct_route
 from dlops.http.errors import JsonErrorMiddleware
 from dlops.http.lazy_app import LazyApp
@@ -26,7 +27,8 @@ from dlops.serving.server_state import server_folder
 
 # `bentoml serve`'s arbiter imports this module too, and only supervises: what serves requests
 # (the core, numpy, Pillow, onnxruntime) is imported by the workers, in __init__ and LazyApp.
-open_inference_app = LazyApp("dlops.api.v2.routes", "app")
+# Its inference route is answered straight from ASGI, as /predict is (dlops/http/direct_route.py).
+open_inference_app = LazyApp("dlops.api.v2.routes", "app", answers_straight=infer_route_of)
 
 # A missing or damaged model stops `bentoml serve` here, with one line saying what to run,
 # before any worker starts; the versions found are the ones every worker serves, and the ones a

@@ -348,6 +348,43 @@ def test_v2_predictions_and_errors_are_in_the_metrics(
     assert delta("dlops_errors_total", "not_an_image") == 1
 
 
+def test_v2_inference_is_answered_straight_and_counted_by_route(
+    client: httpx.Client, model_name: str
+) -> None:
+    """POST .../infer goes straight to the protocol's app, as /predict goes to its route: it is
+    counted in dlops_requests_total by route and status, where BentoML's own metrics no longer
+    see it."""
+
+    def counted(path: str, status: str) -> float:
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == "dlops_requests_total" and sample.labels == {
+                    "path": path,
+                    "status": status,
+                }:
+                    return sample.value
+        return 0.0
+
+    route, versioned = "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"
+    before = counted(route, "200"), counted(route, "400"), counted(versioned, "404")
+    image = {"name": "image_file", "datatype": "BYTES", "shape": [1]}
+    good = {
+        "inputs": [
+            {
+                **image,
+                "parameters": {"content_type": "base64"},
+                "data": [base64.b64encode(THREE.read_bytes()).decode()],
+            }
+        ]
+    }
+    assert client.post(infer_url(model_name), json=good).status_code == 200
+    assert client.post(infer_url(model_name), json={"inputs": 3}).status_code == 400
+    missing = client.post(f"/v2/models/{model_name}/versions/nosuchversion/infer", json=good)
+    assert missing.status_code == 404 and "error" in missing.json()
+    after = counted(route, "200"), counted(route, "400"), counted(versioned, "404")
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+
+
 # -- raw JSON requests ----------------------------------------------------------------------------
 
 

@@ -19,9 +19,9 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import bentoml
 from starlette.requests import Request
@@ -95,7 +95,9 @@ class DirectRouteService(bentoml.Service):  # type: ignore[type-arg]
         for name in dir(self.inner):
             for path, read in getattr(getattr(self.inner, name), "__direct_routes__", []):
                 routes[path] = DirectRoute(path, read, handler=name)
-        app = DirectRoutes(app, routes)
+        # Mounted apps that answer some POSTs straight (the Open Inference Protocol's infer).
+        apps = [mounted for mounted, _, _ in self.mount_apps if hasattr(mounted, "direct_route_of")]
+        app = DirectRoutes(app, routes, apps)
         if config.API_KEY is not None:  # before the routes: nothing is read without the key
             app = ApiKeyGate(app, config.API_KEY)
         app = RequestDeadline(
@@ -132,19 +134,7 @@ class DirectRoute:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        seconds = time.perf_counter() - started
-        route_metrics().observe(self.path, status, seconds)
-        if config.ACCESS_LOG:
-            client = scope.get("client") or ("-", 0)
-            logger.info(
-                "%s:%s POST %s %d %d bytes %.1f ms",
-                client[0],
-                client[1],
-                self.path,
-                status,
-                len(body),
-                seconds * 1000,
-            )
+        answered(scope, self.path, status, len(body), started)
 
     async def answer(
         self, request: Request, model: str | None
@@ -189,6 +179,51 @@ class DirectRoute:
         return HTTPStatus.OK, result, []
 
 
+def answered(scope: dict[str, Any], path: str, status: int, size: int, started: float) -> None:
+    """Count a request a direct route or app answered (``path``: the route, as metrics name it),
+    and log it when the access log is on."""
+    seconds = time.perf_counter() - started
+    route_metrics().observe(path, status, seconds)
+    if config.ACCESS_LOG:
+        client = scope.get("client") or ("-", 0)
+        logger.info(
+            "%s:%s POST %s %d %d bytes %.1f ms",
+            client[0],
+            client[1],
+            path,
+            status,
+            size,
+            seconds * 1000,
+        )
+
+
+class DirectApp(Protocol):
+    """A mounted ASGI app that answers some POSTs straight, as the direct routes are answered:
+    ``direct_route_of(path)`` is the route (as metrics name it) a path is, or None."""
+
+    def direct_route_of(self, path: str) -> str | None: ...
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None: ...
+
+
+async def answer_straight(
+    app: DirectApp, route: str, scope: dict[str, Any], receive: Any, send: Any
+) -> None:
+    started = time.perf_counter()
+    status, size = 500, 0
+
+    async def counted(message: dict[str, Any]) -> None:
+        nonlocal status, size
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            size += len(message.get("body", b""))
+        await send(message)
+
+    await app(scope, receive, counted)
+    answered(scope, route, status, size, started)
+
+
 def metrics_of(service: Any, model: str | None) -> Any:
     """The prediction metrics of the model a request was for: named in its path, else the
     default; a name no model has is counted as "" (the label stays bounded)."""
@@ -198,14 +233,18 @@ def metrics_of(service: Any, model: str | None) -> Any:
 
 
 class DirectRoutes:
-    """ASGI middleware: ``POST`` to a direct route's path is that route's; the rest, ``app``'s.
+    """ASGI middleware: ``POST`` to a direct route's path is that route's, or a direct app's
+    when it says the path is one of its routes; the rest, ``app``'s.
 
     ``/models/NAME/rest`` matches the route ``/models/{model}/rest``, with ``model=NAME``.
     """
 
-    def __init__(self, app: Any, routes: dict[str, DirectRoute]) -> None:
+    def __init__(
+        self, app: Any, routes: dict[str, DirectRoute], apps: Sequence[DirectApp] = ()
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.apps = apps
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -226,6 +265,12 @@ class DirectRoutes:
             if route is not None:
                 await route(scope, receive, send, model=segments[2])
                 return
+        if scope["method"] == "POST":
+            for app in self.apps:
+                straight = app.direct_route_of(path)
+                if straight is not None:
+                    await answer_straight(app, straight, scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 

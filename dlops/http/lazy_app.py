@@ -12,6 +12,7 @@ lifespan of the apps it mounts, so no request waits for the import.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,9 +21,20 @@ from starlette.routing import BaseRoute, Router
 
 class LazyApp(Starlette):
     # Starlette.__init__ is not called: every use goes to the real app, built by its module.
-    def __init__(self, module: str, attribute: str) -> None:
+    def __init__(
+        self,
+        module: str,
+        attribute: str,
+        answers_straight: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._target = (module, attribute)
         self._app: Starlette | None = None
+        self._answers_straight = answers_straight
+
+    def direct_route_of(self, path: str) -> str | None:
+        """The route of the POSTs to ``path`` if this app answers them straight from ASGI,
+        before BentoML's middleware (dlops/http/direct_route.py), else None."""
+        return None if self._answers_straight is None else self._answers_straight(path)
 
     def load(self) -> Starlette:
         if self._app is None:

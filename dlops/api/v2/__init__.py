@@ -12,7 +12,22 @@ if TYPE_CHECKING:
 
     app: Starlette
 
-__all__ = ["app"]
+__all__ = ["app", "infer_route_of"]
+INFER_ROUTE = "/v2/models/{name}/infer"
+VERSION_INFER_ROUTE = "/v2/models/{name}/versions/{version}/infer"
+
+
+def infer_route_of(path: str) -> str | None:
+    """The inference route ``path`` is one of (as metrics name it), or None: the service answers
+    these straight from ASGI, as it answers /predict (dlops/http/direct_route.py)."""
+    segments = path.split("/")
+    if segments[:3] != ["", "v2", "models"] or segments[-1] != "infer":
+        return None
+    if len(segments) == 5 and segments[3]:
+        return INFER_ROUTE
+    if len(segments) == 7 and segments[4] == "versions" and segments[3] and segments[5]:
+        return VERSION_INFER_ROUTE
+    return None
 
 
 def __getattr__(name: str) -> Any:
