@@ -101,9 +101,10 @@ MAX_WORKER_MEMORY_MIB = _positive_int("DLOPS_MAX_WORKER_MEMORY", 384)
 # size. Each is held up to three times over while it is read and split (chunks, joined, parts).
 BODY_ALLOWANCE_BYTES = 2 * MAX_BODY_BYTES
 BODY_MEMORY_BYTES = 3 * BODY_ALLOWANCE_BYTES
-# onnxruntime's execution providers, in order of preference (DLOPS_PROVIDERS=openvino,cpu). One
-# asked for that does not load stops the start with a line saying so: never a silent fallback to
-# the CPU, which Triton's and MLflow's users report as a bug.
+# onnxruntime's execution providers, in order of preference (DLOPS_PROVIDERS=openvino,cpu): each
+# node of the graph runs on the first listed that can run it. Every one listed must load: one that
+# does not stops the start with a line saying so, never a silent fallback to the CPU, which
+# Triton's and MLflow's users report as a bug.
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

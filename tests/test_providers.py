@@ -14,7 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dlops.model.resolve import Overrides, resolve_spec
-from dlops.pipeline.inference import Classifier, ProviderUnavailable, open_session
+from dlops.pipeline.inference import (
+    Classifier,
+    ProviderUnavailable,
+    open_session,
+    provider_options,
+)
 from tests.conftest import BENTOML, MODEL, ROOT, Server, bentoml_env, free_port
 
 CPU = "CPUExecutionProvider"
@@ -50,6 +55,13 @@ def test_an_unknown_provider_stops_the_start_with_the_known_names() -> None:
 def test_the_cpu_by_default() -> None:
     spec = resolve_spec(MODEL, Overrides()).spec
     assert Classifier(MODEL, spec).providers == (CPU,)
+
+
+def test_openvino_gets_the_worker_s_threads_the_others_no_options() -> None:
+    # OpenVINO ignores intra_op_num_threads: without its own option a worker takes every core.
+    assert provider_options("OpenVINOExecutionProvider", 2) == {"num_of_threads": "2"}
+    assert provider_options("CPUExecutionProvider", 2) == {}
+    assert provider_options("CUDAExecutionProvider", 1) == {}
 
 
 def test_a_provider_this_onnxruntime_lacks_is_refused() -> None:

@@ -40,6 +40,14 @@ class ProviderUnavailable(RuntimeError):
     """An execution provider asked for does not load: never a silent fallback to another."""
 
 
+def provider_options(name: str, intra_op_threads: int) -> dict[str, str]:
+    """A provider's own options. OpenVINO sizes its thread pool from every core it may use, not
+    from intra_op_num_threads: each worker would take all the cores of its neighbours too."""
+    if name == "OpenVINOExecutionProvider":
+        return {"num_of_threads": str(intra_op_threads)}
+    return {}
+
+
 def open_session(
     model_path: Path | str, intra_op_threads: int = 1, providers: tuple[str, ...] = CPU_ONLY
 ) -> ort.InferenceSession:
@@ -61,7 +69,8 @@ def open_session(
             f"({ort.__version__}) does not have (it has {', '.join(available)}): install the "
             "build that has it (onnxruntime-gpu, onnxruntime-openvino) or change DLOPS_PROVIDERS"
         )
-    session = ort.InferenceSession(str(model_path), options, providers=list(providers))
+    chosen = [(name, provider_options(name, intra_op_threads)) for name in providers]
+    session = ort.InferenceSession(str(model_path), options, providers=chosen)
     # onnxruntime drops a provider that fails to initialise (no device, a missing library) and
     # carries on with the rest, the CPU in the end: refused here instead.
     failed = [name for name in providers if name not in session.get_providers()]
