@@ -452,6 +452,31 @@ def test_json_bytes_base64_and_plain_strings(
     assert_error(response, 400, "element 0 is not valid base64")
 
 
+def test_files_shaped_as_triton_s_batching_models_take_them(
+    client: httpx.Client, stored_model: dict[str, Any], spec: ModelSpec
+) -> None:
+    """[N, 1], what a client of a Triton model with max_batch_size and dims [1] sends, is N
+    files too; any other second dimension is refused."""
+    encoded = [base64.b64encode(path.read_bytes()).decode() for path in (ZERO, THREE)]
+    files = {
+        "name": FILES_INPUT,
+        "datatype": "BYTES",
+        "parameters": {"content_type": "base64"},
+        "data": encoded,
+    }
+    response = client.post(
+        infer_url(stored_model["name"]), json={"inputs": [{**files, "shape": [2, 1]}]}
+    )
+    assert response.status_code == 200, response.text
+    label = response.json()["outputs"][1]
+    assert label["shape"] == [2]
+    assert label["data"] == [expected_label(ZERO, spec), expected_label(THREE, spec)]
+    response = client.post(
+        infer_url(stored_model["name"]), json={"inputs": [{**files, "shape": [1, 2]}]}
+    )
+    assert_error(response, 400, "has shape [1, 2]; expected [N]", "or [N, 1]")
+
+
 def test_binary_tensor_data_by_hand(
     client: httpx.Client, stored_model: dict[str, Any], spec: ModelSpec
 ) -> None:

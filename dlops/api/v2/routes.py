@@ -283,8 +283,12 @@ def the_input(request: InferenceRequest, model: ServedModel) -> InputTensor:
         )
     (tensor,) = request.inputs
     if tensor.name == FILES_INPUT and tensor.datatype == BYTES:
-        expected = "[N]: one encoded image file (PNG, JPEG, ...) per element"
-        if len(tensor.shape) != 1:
+        expected = (
+            "[N]: one encoded image file (PNG, JPEG, ...) per element (or [N, 1], as Triton's "
+            "batching models take it)"
+        )
+        # [N, 1]: what a client of a Triton model with max_batch_size and dims [1] sends.
+        if len(tensor.shape) != 1 and (len(tensor.shape) != 2 or tensor.shape[1] != 1):
             raise ClientError(
                 f"input '{FILES_INPUT}' has shape {tensor.shape}; expected {expected}"
             )
