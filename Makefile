@@ -50,7 +50,7 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help install import serve test lint format build image heroku-release train bench \
-	bench-repository soak parity lock audit clean
+	bench-repository bench-peers bench-providers soak parity lock audit clean
 
 help:
 	@echo "make serve   install, import the model, serve on \$$PORT (default 3000)"
@@ -70,6 +70,9 @@ help:
 	@echo "make parity  real third-party classifiers: dlops' answers vs their own packages'"
 	@echo "make bench-repository   three models in one server vs one each: memory, speed, reloads"
 	@echo "             (REPOSITORY_ARGS=--quick for a shorter run)"
+	@echo "make bench-peers   dlops beside LitServe, Ray Serve, MLServer, Triton, BentoML's idiom and"
+	@echo "             the seed (PEERS_ARGS=--quick; each peer in .venv-peers/NAME)"
+	@echo "make bench-providers   OpenVINO against onnxruntime's CPU provider (PROVIDERS_ARGS=--quick)"
 	@echo "make lock    re-pin requirements/*.txt from pyproject.toml"
 	@echo "make audit   known vulnerabilities in the pinned requirements (fails on one in serve.txt)"
 
@@ -161,6 +164,31 @@ REPOSITORY_ARGS ?=
 bench-repository: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.repository $(REPOSITORY_ARGS)
 
+PEERS_ARGS ?=
+# The peers pin libraries dlops' stack does not share (numpy<2 for PyTriton, an older FastAPI for
+# MLServer): each runs from a virtual environment of its own, pinned in requirements/peers/.
+PEERS := litserve ray mlserver pytriton
+PEER_VENVS := $(foreach peer,$(PEERS),.venv-peers/$(peer)/.installed)
+
+.venv-peers/%/.installed: requirements/peers/%.txt | $(BIN)/uv
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) .venv-peers/$*
+	$(BIN)/uv pip install --quiet --python .venv-peers/$*/bin/python -r $<
+	touch $@
+
+# dlops beside the servers a user would pick instead (bench/peers/run.py, bench/results/peers.md).
+bench-peers: $(VENV)/.bench-installed $(PEER_VENVS)
+	$(BIN)/python -m bench.peers.run $(PEERS_ARGS)
+
+PROVIDERS_ARGS ?=
+
+# OpenVINO against the default CPU provider, in process (bench/providers.py): onnxruntime-openvino
+# replaces onnxruntime, so it runs in a virtual environment of its own.
+# It reads the store's latest digit and orientation models.
+bench-providers: .venv-peers/openvino/.installed install
+	$(call import_served,binary_classifier_3)
+	$(call import_served,orientation)
+	.venv-peers/openvino/bin/python -m bench.providers $(PROVIDERS_ARGS)
+
 SOAK_ARGS ?=
 
 # dlops and a stock BentoML service side by side, plus stock variants that isolate its growth.
@@ -181,6 +209,8 @@ parity: $(VENV)/.parity-installed
 lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet -o requirements/serve.txt
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o requirements/dev.txt
+	for peer in $(PEERS) openvino; do $(BIN)/uv pip compile requirements/peers/$$peer.in \
+		--python-version 3.11 --quiet -o requirements/peers/$$peer.txt || exit 1; done
 
 # A known vulnerability in what the service ships (requirements/serve.txt) fails the build unless
 # requirements/audit-ignore.txt accepts it with a reason; the dev tools are reported only.
@@ -189,4 +219,4 @@ audit: install
 	$(BIN)/python requirements/audit.py --report-only requirements/dev.txt
 
 clean:
-	rm -rf $(VENV) .bentoml .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .bentoml .pytest_cache .ruff_cache

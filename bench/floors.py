@@ -196,14 +196,23 @@ class SpecModel:
         self.postprocessor = Postprocessor(spec.postprocess)
 
     def example(self, data: bytes) -> np.ndarray:
-        image = Image.open(io.BytesIO(data))
+        return self.example_of(Image.open(io.BytesIO(data)))
+
+    def example_of(self, image: Image.Image) -> np.ndarray:
+        """The example of an image opened (not yet decoded): decoded reduced, preprocessed."""
         return self.preprocessor(load_reduced(image, self.preprocessor.reduction(*image.size)))
+
+    def probabilities(self, examples: list[np.ndarray]) -> np.ndarray:
+        """One model call for all ``examples``: their probabilities, a row each."""
+        raw = self.session.run(None, {self.input: np.stack(examples)})[0]
+        return self.postprocessor.probabilities(raw)
+
+    def answers_for(self, examples: list[np.ndarray]) -> list[dict[str, Any]]:
+        return [self.postprocessor.answer(row) for row in self.probabilities(examples)]
 
     def answers(self, images: list[bytes]) -> list[dict[str, Any]]:
         """One model call for all ``images``."""
-        batch = np.stack([self.example(data) for data in images])
-        raw = self.session.run(None, {self.input: batch})[0]
-        return [self.postprocessor.answer(row) for row in self.postprocessor.probabilities(raw)]
+        return self.answers_for([self.example(data) for data in images])
 
 
 @functools.cache

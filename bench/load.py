@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,16 +109,17 @@ class LoadResult:
     max_ms: float
 
 
-def parse_hey_csv(text: str, concurrency: int, requests: int) -> LoadResult:
+def parse_hey_csv(text: str, concurrency: int, requests: int | None) -> LoadResult:
     """Summarise hey's per-request CSV (times in seconds, 0.1 ms resolution).
 
     hey writes a row only for requests that got an answer; the missing ones are counted as
-    non-200 from the number it was asked to send.
+    non-200 from the number it was asked to send (``requests``; None for a timed run, whose
+    requests still in flight at the end are not counted).
     """
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise RuntimeError(f"no request got an answer at concurrency {concurrency}")
-    sent = concurrency * (requests // concurrency)
+    sent = len(rows) if requests is None else concurrency * (requests // concurrency)
     latencies = np.array([float(row["response-time"]) for row in rows]) * 1000.0
     statuses = Counter(row["status-code"] for row in rows)
     if len(rows) < sent:
@@ -151,15 +153,18 @@ def hey_argv(
     duration: str | None = None,
     content_type: str = CONTENT_TYPE,
     csv_output: bool = False,
+    headers: Sequence[str] = (),
 ) -> list[str]:
     """hey POSTing the prepared body over ``concurrency`` keep-alive connections, ``requests``
-    times or for ``duration`` (such as "10s"; hey reports what it saw when interrupted)."""
+    times or for ``duration`` (such as "10s"; hey reports what it saw when interrupted), with
+    the extra ``headers`` ("Name: value")."""
     amount = ("-n", str(requests)) if duration is None else ("-z", duration)
     return [
         hey,
         *amount,
         *("-c", str(concurrency), "-t", str(REQUEST_TIMEOUT_SECONDS)),
         *("-m", "POST", "-D", str(body_path), "-T", content_type),
+        *(option for header in headers for option in ("-H", header)),
         *(("-o", "csv") if csv_output else ()),
         url,
     ]
@@ -169,19 +174,27 @@ def run_hey(
     hey: str,
     url: str,
     body_path: Path,
-    requests: int,
+    requests: int | None,
     concurrency: int,
     content_type: str = CONTENT_TYPE,
     cpus: tuple[int, ...] | None = None,
+    duration_s: float | None = None,
+    headers: Sequence[str] = (),
 ) -> LoadResult:
-    """POST the prepared body ``requests`` times over ``concurrency`` keep-alive connections;
-    ``cpus``: the CPUs hey may run on (None: any)."""
+    """POST the prepared body ``requests`` times (or for ``duration_s`` seconds, when
+    ``requests`` is None) over ``concurrency`` keep-alive connections; ``cpus``: the CPUs hey may
+    run on (None: any)."""
+    duration = None if requests is not None else f"{duration_s:g}s"
+    timeout = 60 + (duration_s or 0) + (requests or 0) / SLOWEST_EXPECTED_RPS
+    argv = hey_argv(
+        hey, url, body_path, concurrency, requests, duration, content_type, True, headers
+    )
     result = subprocess.run(
-        hey_argv(hey, url, body_path, concurrency, requests, None, content_type, csv_output=True),
+        argv,
         capture_output=True,
         text=True,
         check=False,
-        timeout=60 + requests / SLOWEST_EXPECTED_RPS,
+        timeout=timeout,
         preexec_fn=pinned_to(cpus),
     )
     if result.returncode != 0:
