@@ -26,6 +26,7 @@ from dlops.api.v2.codec import (
     encode_bytes_elements,
     encode_response,
     flat_strings,
+    json_bytes,
 )
 from dlops.pipeline.errors import ClientError
 
@@ -516,3 +517,12 @@ def test_binary_response_as_tritonclient_reads_it() -> None:
 def test_an_output_whose_data_does_not_fit_its_shape_is_a_bug() -> None:
     with pytest.raises(ValueError, match="3 elements for shape"):
         encode_response({}, [OutputTensor("p", "FP32", [2], np.zeros(3), binary=False)])
+
+
+def test_only_the_json_of_a_binary_request_counts_as_parsing() -> None:
+    # The binary data after the JSON is sliced, never parsed: a large image sent as binary data
+    # is no reason to take its parse off the event loop; a bad header length parses it all.
+    assert json_bytes(400_000, "150") == 150
+    assert json_bytes(400_000, None) == 400_000
+    assert json_bytes(400_000, "x") == 400_000
+    assert json_bytes(100, "900") == 100

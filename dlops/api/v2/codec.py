@@ -126,6 +126,14 @@ class BinarySection:
             )
 
 
+def json_bytes(body_length: int, header_length: str | None) -> int:
+    """How many of a body's bytes are JSON to parse: the header's, when the binary tensor
+    extension gives its length (the binary data after it is sliced, never parsed), else all."""
+    if header_length is not None and header_length.strip().isdigit():
+        return min(int(header_length), body_length)
+    return body_length
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], BinarySection]:
     """The JSON inference request and the binary tensor data after it (binary data extension)."""
     if header_length is None:

@@ -394,17 +394,19 @@ async def answer_infer_request(request: Request, served: Version) -> Response:
     core = served.core
     body = await read_body(request, config.MAX_BODY_BYTES)
     header_length = request.headers.get(codec.HEADER_LENGTH)
+    # Off the loop when there is much JSON to parse; binary tensor data is only sliced.
+    parsed = codec.json_bytes(len(body), header_length)
     inference = await core.parse_off_loop_if_large(
-        lambda: codec.decode_request(body, header_length), len(body)
+        lambda: codec.decode_request(body, header_length), parsed
     )
     tensor = the_input(inference, model)
     outputs = requested_outputs(inference, model)
     # Reading a tensor's values out of megabytes of JSON or base64 is off the loop, as the parse.
     if tensor.datatype == BYTES:
-        files = await core.parse_off_loop_if_large(tensor.elements, len(body))
+        files = await core.parse_off_loop_if_large(tensor.elements, parsed)
         probabilities = await classify_files(core, files, tensor.is_text)
     else:
-        batch = await core.parse_off_loop_if_large(lambda: model_batch(tensor), len(body))
+        batch = await core.parse_off_loop_if_large(lambda: model_batch(tensor), parsed)
         probabilities = await core.classify_tensor(batch)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
