@@ -139,6 +139,7 @@ def test_each_peer_is_set_against_the_dlops_route_taking_its_requests() -> None:
             "rss_mib": 300.0,
             "pss_mib": 250.0,
             "processes": 3,
+            "first_start_failed": "refused",
         },
     ]
     summary = run.summarise(runs, starts)
@@ -162,6 +163,7 @@ def test_each_peer_is_set_against_the_dlops_route_taking_its_requests() -> None:
         "models": [{"name": "digit", "filename": "upload.png", "bytes": 288}],
         "subjects": [{"name": "dlops", "note": "bentoml serve"}],
         "peer_packages": {"litserve": {"litserve": "0.2.19"}},
+        "starts": starts,
         "summary": summary,
     }
     report = "\n".join(run.markdown(data))
@@ -170,6 +172,7 @@ def test_each_peer_is_set_against_the_dlops_route_taking_its_requests() -> None:
         in report
     )
     assert "- Triton (digit, 1 worker(s)): boom" in report
+    assert "- LitServe (digit, 1 worker(s), round 1) started at the second try" in report
     assert "litserve 0.2.19" in report
 
 

@@ -96,6 +96,7 @@ BATCH = 8  # the largest batch a peer's own batcher may form, where it has one
 # (full, --quick): rounds, and seconds of load per measurement and per warm-up.
 DEFAULTS = {"rounds": (3, 1), "duration": (4, 2), "warmup": (2, 1)}
 WARMUP_CONCURRENCY = 16
+RETRY_PAUSE_S = 5  # before a second start of a subject whose first failed
 PROBA_TOLERANCE = 1e-3
 MULTIPART, OIP_BINARY, OIP_JSON = "multipart", "OIP binary", "OIP JSON"
 OCTET_STREAM = "application/octet-stream"
@@ -394,8 +395,19 @@ def measure_subject(
     start: dict[str, Any] = {"round": round_number, **where}
     runs: list[dict[str, Any]] = []
     try:
-        server.start()
-        start["cold_start_s"] = server.wait_ready()
+        try:
+            server.start()
+            start["cold_start_s"] = server.wait_ready()
+        except RuntimeError as error:
+            # PyTriton's backend stub now and then finds its handshake socket refused right after
+            # another Triton stopped: one more start, the first failure kept in the report.
+            start["first_start_failed"] = f"{error}".splitlines()[0][:300]
+            log(f"{subject.name} did not start, trying once more: {start['first_start_failed']}")
+            server.stop()
+            time.sleep(RETRY_PAUSE_S)
+            server = make_server(subject, model, workers, home, scratch, log_dir, placement.server)
+            server.start()
+            start["cold_start_s"] = server.wait_ready()
         for route in subject.routes:
             body = model.bodies[route.protocol]
             url = server.url + model.route_path(route)
@@ -646,10 +658,17 @@ def markdown(data: dict[str, Any]) -> list[str]:
                 cells += [_ratio(r["rps_ratio"]), _ratio(r["p99_ratio"])] if r else ["", ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    retried = [s for s in data["starts"] if "first_start_failed" in s]
     failures = [s for s in summary["starts"] if s["failures"]]
     non_200 = [row for row in summary["rows"] if row["non_200"]]
-    if failures or non_200:
+    if failures or non_200 or retried:
         lines += ["## Failures and errors", ""]
+        for start in retried:
+            lines.append(
+                f"- {start['subject']} ({start['model']}, {start['workers']} worker(s), round "
+                f"{start['round']}) started at the second try; the first: "
+                f"{start['first_start_failed']}"
+            )
         for start in failures:
             lines.append(
                 f"- {start['subject']} ({start['model']}, {start['workers']} worker(s)): "
