@@ -698,6 +698,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # only after the backend is chosen
 
     panels = list(grouped(data["summary"]["rows"], ("model", "workers")).items())
+    subjects = list(dict.fromkeys(row["subject"] for row in data["summary"]["rows"]))
+    # One colour per subject, the same in every panel: matplotlib's default cycle has only ten.
+    colours = dict(zip(subjects, plt.get_cmap("tab20").colors, strict=False))
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for axis, ((model, workers), rows) in zip(axes[0], panels, strict=True):
         for (subject,), group in grouped(rows, ("subject",)).items():
@@ -708,6 +711,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
                 [row["rps"] for row in group],
                 marker="o",
                 label=subject,
+                color=colours.get(subject),
                 **style,
             )
         axis.set(
