@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -426,6 +427,7 @@ def measure_subject(
                 body.headers,
             )
             for concurrency in settings.concurrencies:
+                cpu_before = server.cpu_seconds()
                 result = run_hey(
                     hey,
                     url,
@@ -437,6 +439,9 @@ def measure_subject(
                     settings.duration,
                     body.headers,
                 )
+                # The CPU of the whole server tree per answer: what bench.profile compares,
+                # independent of how busy the load generator keeps the server.
+                cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(result.ok, 1)
                 name = f"{subject.name} {route.label}".strip()
                 runs.append(
                     run_row(
@@ -445,12 +450,14 @@ def measure_subject(
                         **{**where, "subject": name},
                         family=subject.family,
                         protocol=route.protocol,
+                        cpu_ms=cpu_ms,
                     )
                 )
                 log(
                     f"round {round_number} {model.name:<11} w={workers} c={concurrency:<3} "
                     f"{name:<18} {result.rps:8.1f} rps  p50 {result.p50_ms:7.1f} ms  "
-                    f"p99 {result.p99_ms:7.1f} ms  non-200 {result.non_200}"
+                    f"p99 {result.p99_ms:7.1f} ms  {cpu_ms:6.2f} CPU ms/answer  "
+                    f"non-200 {result.non_200}"
                 )
         memory = server.memory()
         start["rss_mib"] = sum(process.rss_mib for process in memory)
@@ -489,6 +496,7 @@ def summarise(runs: list[dict[str, Any]], starts: list[dict[str, Any]]) -> dict[
                 "protocol": protocol,
                 "concurrency": concurrency,
                 **spread(group),
+                "cpu_ms": statistics.median(run.get("cpu_ms", math.nan) for run in group),
             }
         )
     by_key = grouped(runs, ("model", "workers", "subject", "concurrency"))
@@ -591,7 +599,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
         "A peer is set against the dlops route that takes the same requests: `dlops` (`/predict`) "
         "for multipart uploads; `dlops /v2` for the Open Inference Protocol with the binary "
         "tensor extension (`image_file` BYTES [1, 1], as tritonclient sends it to Triton); "
-        "`dlops /v2 JSON` for base64 JSON (MLServer 1.7.1 has no binary extension).",
+        "`dlops /v2 JSON` for base64 JSON (MLServer 1.7.1 has no binary extension). CPU ms: "
+        "the CPU time of the server's whole process tree per answer, while it was measured.",
         "",
         "Placement: " + "; ".join(f"{w} worker(s): {n}" for w, n in data["placement"].items()),
         "",
@@ -623,8 +632,8 @@ def markdown(data: dict[str, Any]) -> list[str]:
         head = "| subject | cold start s | RSS MiB | PSS MiB |"
         rule = "|---|---:|---:|---:|"
         for concurrency in concurrencies:
-            head += f" rps @{concurrency} | p50 ms | p99 ms |"
-            rule += "---:|---:|---:|"
+            head += f" rps @{concurrency} | p50 ms | p99 ms | CPU ms |"
+            rule += "---:|---:|---:|---:|"
         lines += [head, rule]
         by_subject = grouped(rows, ("subject",))
         for (subject,), group in by_subject.items():
@@ -639,9 +648,9 @@ def markdown(data: dict[str, Any]) -> list[str]:
             for concurrency in concurrencies:
                 row = at.get(concurrency)
                 cells += (
-                    [fmt(row["rps"]), fmt(row["p50_ms"]), fmt(row["p99_ms"])]
+                    [fmt(row["rps"]), fmt(row["p50_ms"]), fmt(row["p99_ms"]), fmt(row["cpu_ms"], 2)]
                     if row
-                    else ["", "", ""]
+                    else ["", "", "", ""]
                 )
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "dlops / peer, paired:", ""]
