@@ -136,22 +136,21 @@ def _providers() -> tuple[str, ...]:
 
 
 PROVIDERS = _providers()
+# One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
+# memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
+# throughput on 2 cores. Raise it on machines with more cores.
+WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # Threads per worker for work that does not run on the event loop (decoding large images,
 # running a large model): the worker's share of the cores. More would have the workers' images
 # share the cores by time slices, which widens the tail (docs/performance.md). Abandoned work keeps
 # its thread until it stops, so these also bound the CPU that timed-out requests can still use.
 WORK_THREADS = _positive_int(
-    "DLOPS_WORK_THREADS",
-    max(1, len(os.sched_getaffinity(0)) // _positive_int("DLOPS_WORKERS", 1)),
+    "DLOPS_WORK_THREADS", max(1, len(os.sched_getaffinity(0)) // WORKERS)
 )
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
 # client's error ours and readable instead of the router's H12 page. Every route answers within
 # it: 408 if the body is still arriving, 503 if the server was too busy (dlops/http/deadline.py).
 REQUEST_TIMEOUT_SECONDS = _positive_int("DLOPS_REQUEST_TIMEOUT_SECONDS", 20)
-# One worker per process tree: the model takes ~20 µs an image, so a second worker mostly adds
-# memory (~150 MiB RSS each, measured by `make bench`) on a small dyno; 2 workers gave +7-9 %
-# throughput on 2 cores. Raise it on machines with more cores.
-WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # onnxruntime's intra-op threads per worker. One suits the digit models (a pool only adds
 # hand-off jitter to microseconds of work) and several workers on several cores; a large model
 # served by one worker on a many-core machine may gain from more (docs/performance.md).
