@@ -202,10 +202,13 @@ def run_hey(
     return parse_hey_csv(result.stdout, concurrency, requests)
 
 
-def post_once(url: str, body: bytes) -> Any:
-    """One request outside the load generator, to check the answer before measuring its speed."""
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": CONTENT_TYPE}
-    )
+def post_once(
+    url: str, body: bytes, content_type: str = CONTENT_TYPE, headers: Sequence[str] = ()
+) -> Any:
+    """One request outside the load generator, to check the answer before measuring its speed;
+    ``headers`` as hey takes them ("Name: value")."""
+    sent = {"Content-Type": content_type}
+    sent.update(header.split(": ", 1) for header in headers)
+    request = urllib.request.Request(url, data=body, method="POST", headers=sent)
     with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as response:
         return json.loads(response.read())

