@@ -144,9 +144,7 @@ WORKERS = _positive_int("DLOPS_WORKERS", 1)
 # running a large model): the worker's share of the cores. More would have the workers' images
 # share the cores by time slices, which widens the tail (docs/performance.md). Abandoned work keeps
 # its thread until it stops, so these also bound the CPU that timed-out requests can still use.
-WORK_THREADS = _positive_int(
-    "DLOPS_WORK_THREADS", max(1, len(os.sched_getaffinity(0)) // WORKERS)
-)
+WORK_THREADS = _positive_int("DLOPS_WORK_THREADS", max(1, len(os.sched_getaffinity(0)) // WORKERS))
 # Heroku's router gives up after 30 s; answering (with an error) before that keeps the
 # client's error ours and readable instead of the router's H12 page. Every route answers within
 # it: 408 if the body is still arriving, 503 if the server was too busy (dlops/http/deadline.py).
