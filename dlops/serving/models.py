@@ -9,6 +9,7 @@ applied here. ``InStep.change`` is how a repository call changes the models of e
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -127,6 +128,10 @@ class InStep:
         self.repository.account()
         held = self.repository.worker.models_bytes
         logger.info("models loaded: %s (%.0f MiB)", self.repository.names, held / MIB)
+        # What the worker holds to serve lives as long as it: frozen out of the collector, whose
+        # full passes would otherwise walk every one of its objects every few thousand requests.
+        gc.collect()
+        gc.freeze()
         self.shared.report(self.applied, {})
         while True:
             time.sleep(SYNC_SECONDS)
