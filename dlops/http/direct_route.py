@@ -118,7 +118,10 @@ class DirectRoute:
         self.path = path
         self.read = read
         self.handler = handler
-        self._bound: Callable[..., Awaitable[Any]] | None = None  # on the service, once it is up
+        # The service instance and its handler, once the service is up: `bentoml.` attributes
+        # resolve through a module __getattr__ (an import_module call) on every access.
+        self._service: Any = None
+        self._bound: Callable[..., Awaitable[Any]] | None = None
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, model: str | None = None
@@ -139,10 +142,11 @@ class DirectRoute:
     async def answer(
         self, request: Request, model: str | None
     ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        service = bentoml.get_current_service()
         handler = self._bound
         if handler is None:
-            handler = self._bound = getattr(service, self.handler)
+            self._service = bentoml.get_current_service()
+            handler = self._bound = getattr(self._service, self.handler)
+        service = self._service
         try:
             # Most requests carry no query: parsing an empty one would cost a few µs each.
             query = request.scope.get("query_string")
