@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -203,6 +205,21 @@ def test_unload_then_load_again(store: FileStore) -> None:
     ]
     served.load("digits")
     assert classify(served, "digits")["label"] == "3"
+
+
+def test_a_model_loaded_before_the_freeze_is_freed_when_unloaded(store: FileStore) -> None:
+    """A worker freezes what it holds once its models load (dlops/serving/models.py), and the
+    collector never frees a frozen object: an unloaded start-up model must not depend on it."""
+    served = started(store, "binary", "digits")
+    classifier = weakref.ref(served.current("digits").loader.loaded())
+    gc.collect()
+    gc.freeze()
+    try:
+        served.unload("digits")
+        gc.collect()
+        assert classifier() is None
+    finally:
+        gc.unfreeze()
 
 
 def test_converge_serves_exactly_what_was_published(store: FileStore) -> None:
