@@ -51,7 +51,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "postprocessing and the answer's JSON",
         ("Postprocessor.", "Core.answer", "dumps", "DigitModel.answer"),
     ),
-    ("dlops' core (placement, budget, batching)", ("Core.",)),
+    ("dlops' core (placement, budget, batching)", ("Core.", "TurnBatch.")),
     ("reading the upload (body, multipart)", ("image_bytes", "_body", "_first_part")),
     ("writing the response (uvicorn, socket)", ("RequestResponseCycle.send",)),
     (
@@ -233,11 +233,11 @@ def markdown(data: dict[str, Any]) -> list[str]:
     ]
     timers = data["dlops_timers_us"]
     lines += [
-        "dlops' own stage timers over the same runs (wall time in the worker, per image, "
-        "`dlops_stage_duration_seconds`): "
+        "dlops' own stage timers over the same runs (wall time in the worker, "
+        "`dlops_stage_duration_seconds`: decode and preprocess per image, infer per model call, "
+        "which carries several images under load): "
         + ", ".join(f"{stage} {value:,.0f} µs" for stage, value in timers.items())
-        + f"; together {sum(timers.values()):,.0f} of its {cpu[DLOPS]:,.0f} µs. `infer` "
-        "includes the sigmoid.",
+        + ". `infer` includes the sigmoid.",
         "",
     ]
     shares = data["stage_shares"]

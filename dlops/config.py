@@ -174,6 +174,9 @@ LOGGER_NAME = "bentoml.dlops"
 # 0 keeps the allocator's defaults, to measure the difference (`python -m bench.hostile
 # --allocator-defaults`).
 RETURN_MEMORY = os.environ.get("DLOPS_RETURN_MEMORY", "1").strip() != "0"
+# Small images that arrive together, answered on the event loop, share one model call
+# (dlops/pipeline/turn_batch.py); 0: every request keeps its own, to measure the difference.
+ADAPTIVE_BATCHING = os.environ.get("DLOPS_ADAPTIVE_BATCHING", "1").strip() != "0"
 # HTTP limits per worker (dlops/http/guard.py): request line and headers, header count, the time
 # a connection may take to send a request's head (or sit idle), and open connections.
 MAX_HEAD_BYTES = _positive_int("DLOPS_MAX_HEADER_BYTES", 32 * 1024)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dlops.model.resolve import Overrides, resolve_spec
 from dlops.model.spec import ModelSpec
-from dlops.pipeline.core import INLINE_MAX_BYTES, Core, CoreLimits
+from dlops.pipeline.core import INLINE_MAX_BYTES, Core, CoreLimits, Outcome
 from dlops.pipeline.errors import ClientError
 from dlops.pipeline.inference import BackgroundLoader, Classifier, ModelNotReady
 from dlops.pipeline.memory import MIB
@@ -30,6 +30,7 @@ class RecordingMetrics:
     def __init__(self) -> None:
         self.prepared_count = 0
         self.inferred_labels: list[str] = []
+        self.model_calls: list[int] = []  # the images of each model call
         self.failures: list[str] = []
 
     def prepared(self, decode_seconds: float, preprocess_seconds: float) -> None:
@@ -37,6 +38,7 @@ class RecordingMetrics:
 
     def inferred(self, seconds: float, probas: list[float], labels: list[str]) -> None:
         self.inferred_labels += labels
+        self.model_calls.append(len(labels))
 
     def failed(self, kind: str) -> None:
         self.failures.append(kind)
@@ -114,6 +116,85 @@ def test_small_images_for_a_fast_model_are_answered_on_the_event_loop() -> None:
     asyncio.run(classify_all())
     main = threading.main_thread().name
     assert on_fast[0] == main and on_slow[0] != main and on_fast[1] != main
+
+
+DIGITS = sorted((FIXTURES / "digits").glob("*.png"))
+
+
+def arriving_together(core: Core, files: list[bytes]) -> list[list[dict[str, object]]]:
+    """Each file's answers, all requests made ready in one turn of the loop, as under load."""
+
+    async def all_at_once() -> list[Outcome]:
+        return await asyncio.gather(*(core.classify_files([file]) for file in files))
+
+    return [core.answers(outcome) for outcome in asyncio.run(all_at_once())]
+
+
+def one_by_one(core: Core, files: list[bytes]) -> list[list[dict[str, object]]]:
+    return [core.answers(asyncio.run(core.classify_files([file]))) for file in files]
+
+
+@pytest.mark.parametrize("path", [MODEL, DIGITS_10_MODEL])
+def test_small_images_that_arrive_together_share_a_model_call_with_the_same_answers(
+    path: Path,
+) -> None:
+    files = [digit.read_bytes() for digit in DIGITS]
+    core, metrics = make_core(path)
+    assert core.loader.batches_alike  # measured at its warm-up
+    alone = one_by_one(core, files)
+    assert metrics.model_calls == [1] * len(files)
+    metrics.model_calls.clear()
+    assert arriving_together(core, files) == alone  # bit for bit: the floats compare equal
+    assert metrics.model_calls == [1, len(files) - 1]
+
+
+def test_adaptive_batching_is_off_when_asked_or_when_a_batch_would_change_answers() -> None:
+    files = [digit.read_bytes() for digit in DIGITS[:5]]
+    turned_off, off_metrics = make_core(MODEL, CoreLimits(adaptive_batching=False))
+    unlike, unlike_metrics = make_core(MODEL)
+    unlike.loader.batches_alike = False  # as a model whose kernels round a batch otherwise
+    for core, metrics in ((turned_off, off_metrics), (unlike, unlike_metrics)):
+        arriving_together(core, files)
+        assert metrics.model_calls == [1] * len(files)
+
+
+def test_a_model_whose_answers_depend_on_the_batch_is_found_at_its_warm_up(
+    tmp_path: Path,
+) -> None:
+    """Each image's answer less the batch's mean: what batch statistics left in a graph do."""
+    from onnx import TensorProto, helper, save
+
+    nodes = [
+        helper.make_node("Cast", ["input"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["pixels", "image_axes"], ["sums"], keepdims=0),
+        helper.make_node("ReduceMean", ["sums"], ["mean"], keepdims=1),
+        helper.make_node("Sub", ["sums", "mean"], ["centred"]),
+        helper.make_node("Unsqueeze", ["centred", "class_axis"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "batch_dependent",
+        [helper.make_tensor_value_info("input", TensorProto.UINT8, ["batch", 28, 28])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
+        [
+            helper.make_tensor("image_axes", TensorProto.INT64, [2], [1, 2]),
+            helper.make_tensor("class_axis", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    path = tmp_path / "batch_dependent.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    spec = resolve_spec(MODEL, Overrides()).spec  # the same input and output as the digit model
+    classifier = Classifier(path, spec)
+    assert not classifier.warm_up().batches_alike
+    assert Classifier(MODEL, spec).warm_up().batches_alike
+
+
+def test_a_bad_image_among_those_arriving_together_gets_its_own_error() -> None:
+    core, metrics = make_core(MODEL)
+    answers = arriving_together(core, [THREE, b"nope", ZERO, THREE])
+    assert [answer[0].get("label") for answer in answers] == ["3", None, "no 3", "3"]
+    assert answers[1][0]["status"] == 400
+    assert metrics.model_calls == [1, 2] and metrics.failures == ["not_an_image"]
 
 
 def test_a_slow_warm_up_does_not_decide_for_good() -> None:

@@ -6,7 +6,8 @@ the model's spec, runs the model, postprocesses and counts the metrics.
 
 Where the work runs follows from what it will cost, known before it starts: small images
 (declared in their headers) for a small model are answered on the event loop, where a thread
-hand-off would cost more than the work; everything else runs on the core's worker threads, and
+hand-off would cost more than the work, and those that arrive together share one model call
+(dlops/pipeline/turn_batch.py); everything else runs on the core's worker threads, and
 each image reserves the memory its decode will take from the worker's budget first. A request
 abandoned at its deadline stops at its next image, and its thread stays taken until the work in
 hand really ends, so abandoned work never runs beyond the threads' number.
@@ -33,6 +34,7 @@ from dlops.pipeline.inference import BackgroundLoader, Classifier
 from dlops.pipeline.memory import MIB, Abandoned
 from dlops.pipeline.postprocess import Postprocessor
 from dlops.pipeline.preprocess import Preprocessor
+from dlops.pipeline.turn_batch import TurnBatch
 from dlops.pipeline.worker import TRIM_AFTER_BYTES, UNRESERVED_BYTES, Worker
 
 T = TypeVar("T")
@@ -70,6 +72,8 @@ class CoreLimits:
     model_wait_seconds: float = 5.0
     # Hand freed memory back to the system after large work (dlops/pipeline/memory.py's Allocator).
     return_memory: bool = True
+    # Small images that arrive together on the event loop share one model call (turn_batch.py).
+    adaptive_batching: bool = True
 
 
 def worker_for(limits: CoreLimits) -> Worker:
@@ -111,6 +115,7 @@ class Core:
         self.preprocessor = Preprocessor(spec)
         self.postprocessor = Postprocessor(spec.postprocess)
         self._typical_seconds: float | None = None  # per image; see _seconds_per_image
+        self._turn_batch: TurnBatch | None = None  # made once the model is measured
         classes = spec.postprocess.classes
         self._class_range = -(-classes // CLASS_RANGES)  # ceil
 
@@ -158,7 +163,11 @@ class Core:
             await self._model_ready()
         opened = self._opened_if_cheap(files)
         if opened is not None:
-            return self._classify_files(files, opened, stop_at_first_error, NEVER)
+            prepared = self._prepare_files(files, opened, stop_at_first_error, NEVER)
+            turn_batch = self._batch_of_the_turn() if len(files) == 1 else None
+            if turn_batch is None or prepared.succeeded != [0]:
+                return self._classify_prepared(prepared, NEVER)
+            return Outcome(await turn_batch.classify(prepared.examples.batch()), [0])
         return await self.worker.off_loop(
             lambda abandoned: self._classify_files(files, None, stop_at_first_error, abandoned)
         )
@@ -176,6 +185,18 @@ class Core:
             return self._infer(batch, items).probabilities
         outcome = await self.worker.off_loop(lambda abandoned: self._infer(batch, items, abandoned))
         return outcome.probabilities
+
+    def _batch_of_the_turn(self) -> TurnBatch | None:
+        """Where a small image answered on the event loop meets the others of its turn; None
+        when the model's answers for a batch are not each image's own, bit for bit (then every
+        request keeps its own model call), or when turned off."""
+        if self._turn_batch is None and self.limits.adaptive_batching and self.loader.batches_alike:
+            most = UNRESERVED_BYTES // max(1, self.batch_bytes_per_image())
+            self._turn_batch = TurnBatch(self._probabilities_of, most)
+        return self._turn_batch
+
+    def _probabilities_of(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(batch, list(range(len(batch)))).probabilities
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -242,9 +263,17 @@ class Core:
         stop_at_first_error: bool,
         abandoned: threading.Event,
     ) -> Outcome:
-        examples = _Examples(len(files))
-        readable: list[int] = []
-        errors: dict[int, ClientError] = {}
+        prepared = self._prepare_files(files, opened, stop_at_first_error, abandoned)
+        return self._classify_prepared(prepared, abandoned)
+
+    def _prepare_files(
+        self,
+        files: list[bytes],
+        opened: list[Image.Image | ClientError] | None,
+        stop_at_first_error: bool,
+        abandoned: threading.Event,
+    ) -> _Prepared:
+        prepared = _Prepared(_Examples(len(files)), stop_at_first_error)
         pixels_left = self.limits.max_request_pixels
         for index, file in enumerate(files):
             if abandoned.is_set():
@@ -264,17 +293,21 @@ class Core:
                         kind="over_request_pixels",
                     )
                 pixels_left -= pixels
-                examples.append(self.prepare(file, header, abandoned))
-                readable.append(index)
+                prepared.examples.append(self.prepare(file, header, abandoned))
+                prepared.succeeded.append(index)
             except ClientError as error:
                 self.metrics.failed(error.kind)
                 error.counted = True
-                errors[index] = error
+                prepared.errors[index] = error
                 if stop_at_first_error:
                     break
-        if not readable or (errors and stop_at_first_error):
+        return prepared
+
+    def _classify_prepared(self, prepared: _Prepared, abandoned: threading.Event) -> Outcome:
+        errors = prepared.errors
+        if not prepared.succeeded or (errors and prepared.stop_at_first_error):
             return Outcome(np.empty((0, self.spec.postprocess.classes)), [], errors)
-        outcome = self._infer(examples.batch(), readable, abandoned)
+        outcome = self._infer(prepared.examples.batch(), prepared.succeeded, abandoned)
         outcome.errors = errors
         return outcome
 
@@ -371,6 +404,17 @@ class Core:
         first = index // self._class_range * self._class_range
         last = min(first + self._class_range, classes) - 1
         return f"classes {first}-{last}"
+
+
+@dataclass
+class _Prepared:
+    """A request's files made into examples, before the model runs: the examples, the item
+    index of each, and the errors of the files that could not be."""
+
+    examples: _Examples
+    stop_at_first_error: bool
+    succeeded: list[int] = field(default_factory=list)
+    errors: dict[int, ClientError] = field(default_factory=dict)
 
 
 class _Examples:

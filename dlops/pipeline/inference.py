@@ -140,6 +140,9 @@ class Classifier:
         more image in a batch costs while the model runs (onnxruntime keeps a batch's
         activations in its arena until told to hand them back, as the last call here does). A
         graph that takes one image per call runs a batch image by image: nothing grows.
+
+        A fast model is also asked whether its answers for a batch are each image's alone, bit
+        for bit (``batches_alike``): then images that arrive together may share a model call.
         """
         one, two = self.example(1), self.example(2)
         self.run(one)
@@ -161,7 +164,28 @@ class Classifier:
         if grown >= HAND_BACK_AFTER_BYTES:
             self.run(one, hand_back=True)
             allocator.trim()
-        return Warmth(seconds_per_image=fastest, activation_bytes_per_image=grown)
+        alike = fastest <= WARM_UP_ENOUGH_SECONDS and self.batches_alike()
+        return Warmth(
+            seconds_per_image=fastest, activation_bytes_per_image=grown, batches_alike=alike
+        )
+
+    def batches_alike(self) -> bool:
+        """Whether a batch of two varied examples gets, bit for bit, each one's answer alone.
+
+        onnxruntime may run a batch with other kernels, whose rounding differs in the last bits;
+        an image's answer must not depend on which others arrived with it.
+        """
+        import numpy as np
+
+        pair = self.example(2)
+        generator = np.random.default_rng(0)
+        if np.issubdtype(pair.dtype, np.integer):
+            pair[...] = generator.integers(0, 256, pair.shape)
+        else:
+            pair[...] = generator.random(pair.shape)
+        together = self.run(pair)
+        alone = np.concatenate([self.run(pair[:1]), self.run(pair[1:])])
+        return bool(np.array_equal(together, alone, equal_nan=True))
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,8 @@ class Warmth:
 
     seconds_per_image: float
     activation_bytes_per_image: int
+    # A batch's answers are each image's alone, bit for bit (always False for a slow model).
+    batches_alike: bool = False
 
 
 def _arena_shrinking_run() -> ort.RunOptions:
@@ -214,6 +240,7 @@ class BackgroundLoader:
         self.seconds_per_image = float("inf")  # measured by the warm-up, once loaded
         self.resident_bytes = 0  # what the loaded model holds, measured as it loads
         self.activation_bytes_per_image = 0  # what each image of a batch adds while it runs
+        self.batches_alike = False  # a batch's answers are each image's alone (see warm_up)
         self.providers: tuple[str, ...] = ()  # the execution providers it runs on, once loaded
         threading.Thread(target=self._run, name="model-loader", daemon=True).start()
 
@@ -226,6 +253,7 @@ class BackgroundLoader:
             warmth = classifier.warm_up()
             self.seconds_per_image = warmth.seconds_per_image
             self.activation_bytes_per_image = warmth.activation_bytes_per_image
+            self.batches_alike = warmth.batches_alike
             self.resident_bytes = max(self._least_bytes, resident_bytes() - before)
             self.providers = classifier.providers
             refusal = self._admit(self) if self._admit is not None else None

@@ -60,6 +60,7 @@ def core_limits() -> CoreLimits:
         work_threads=config.WORK_THREADS,
         model_wait_seconds=config.MODEL_WAIT_SECONDS,
         return_memory=config.RETURN_MEMORY,
+        adaptive_batching=config.ADAPTIVE_BATCHING,
     )
 
 
