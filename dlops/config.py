@@ -18,6 +18,17 @@ def _switched_on(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _switched_off(name: str) -> bool:
+    """An on-by-default switch: 0, false, no or off turn it off; 1, true, yes or on (or unset)
+    leave it on; anything else stops the start."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("0", "false", "no", "off"):
+        return True
+    if raw in ("", "1", "true", "yes", "on"):
+        return False
+    raise SystemExit(f"{name}={raw!r} is neither on nor off; unset it, or give 0 to turn it off")
+
+
 def _positive_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -173,10 +184,10 @@ LOGGER_NAME = "bentoml.dlops"
 # by a margin (dlops/pipeline/core.py, dlops/pipeline/memory.py); glibc would keep it in its arenas.
 # 0 keeps the allocator's defaults, to measure the difference (`python -m bench.hostile
 # --allocator-defaults`).
-RETURN_MEMORY = os.environ.get("DLOPS_RETURN_MEMORY", "1").strip() != "0"
+RETURN_MEMORY = not _switched_off("DLOPS_RETURN_MEMORY")
 # Small images that arrive together, answered on the event loop, share one model call
 # (dlops/pipeline/turn_batch.py); 0: every request keeps its own, to measure the difference.
-ADAPTIVE_BATCHING = os.environ.get("DLOPS_ADAPTIVE_BATCHING", "1").strip() != "0"
+ADAPTIVE_BATCHING = not _switched_off("DLOPS_ADAPTIVE_BATCHING")
 # HTTP limits per worker (dlops/http/guard.py): request line and headers, header count, the time
 # a connection may take to send a request's head (or sit idle), and open connections.
 MAX_HEAD_BYTES = _positive_int("DLOPS_MAX_HEADER_BYTES", 32 * 1024)

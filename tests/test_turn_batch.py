@@ -39,6 +39,24 @@ def test_images_of_one_turn_share_a_call_after_the_first() -> None:
     assert [answer.tolist() for answer in answers] == [[[4 * value]] for value in [1, 2, 3, 4, 5]]
 
 
+def test_after_a_turn_of_several_images_the_first_of_the_next_queues_too() -> None:
+    model = RecordingModel()
+    batch = TurnBatch(model, MOST_IMAGES)
+
+    async def turns() -> list[np.ndarray]:
+        answers = await together(batch, [1, 2, 3])  # [1] at once, [2, 3] at the next turn
+        answers += await together(batch, [4, 5, 6])  # under load: all three queue
+        answers += await together(batch, [7])  # the last turn had several: it queues
+        alone = batch.classify(example(8))  # the last turn had one: at once
+        with pytest.raises(StopIteration) as done:
+            alone.send(None)
+        return [*answers, done.value.value]
+
+    answers = asyncio.run(turns())
+    assert model.calls == [1, 2, 3, 1, 1]
+    assert [int(answer[0, 0]) for answer in answers] == [4 * value for value in range(1, 9)]
+
+
 def test_an_image_alone_is_answered_at_once_without_waiting() -> None:
     model = RecordingModel()
     batch = TurnBatch(model, MOST_IMAGES)

@@ -1,12 +1,14 @@
 """Images that arrive together share one model call: adaptive batching that never waits.
 
 Under load the event loop finds several requests ready at once (one poll of the sockets brings
-them all) and runs their tasks one after another in one turn of the loop. The first image of a
-turn is answered at once, as it would be alone; the others of that turn queue, and one model
-call at the start of the next turn answers them all. There is no timer: an image that arrives
-alone never waits, and a queued one waits only for the images queued with it. Serving the
-digit model at 16 clients, this is what brings dlops' throughput level with the lean floor's
-(docs/performance.md).
+them all) and runs their tasks one after another in one turn of the loop. Those images queue,
+and one model call at the start of the next turn answers them all. There is no timer: a queued
+image waits only for the images queued with it. When the last turn that brought images brought
+one at most (the server is not under load), the first image of a turn is answered at once, as
+it would be alone, and only the others of its turn queue: an image that arrives alone never
+waits (but the first after a burst, once). Serving
+the digit model at 16 and 64 clients, this is what brings dlops' throughput level with the lean
+floor's (docs/performance.md).
 
 Only for work that runs on the event loop (small images, a fast model); the caller makes sure
 that a batch's answers are each image's own, bit for bit (``Warmth.batches_alike``).
@@ -34,17 +36,25 @@ class TurnBatch:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], most_images: int) -> None:
         self._run = run
         self._most = max(1, min(most_images, MOST_IMAGES))
-        # The examples queued in this turn, with their answers to come; None until a first
-        # image of the turn has run (it schedules the call that runs the queue).
+        # The examples queued in this turn, with their answers to come; None until the first
+        # image of the turn comes (it schedules the call that runs the queue).
         self._queued: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+        self._images = 0  # in this turn, queued or not
+        # The last turn that brought images brought several: the next first one queues too.
+        self._busy = False
 
     async def classify(self, example: np.ndarray) -> np.ndarray:
         """``example``: one image as a batch of one, [1, ...] -> its row, [1, K]."""
-        if self._queued is None:  # the first image of this turn: at once
+        loop = asyncio.get_running_loop()
+        if self._queued is None:  # the first image of this turn
             self._queued = []
-            asyncio.get_running_loop().call_soon(self._run_queued)
-            return self._run(example)
-        answer: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+            self._images = 1
+            loop.call_soon(self._run_queued)
+            if not self._busy:
+                return self._run(example)
+        else:
+            self._images += 1
+        answer: asyncio.Future[np.ndarray] = loop.create_future()
         self._queued.append((example, answer))
         if len(self._queued) >= self._most:
             queued, self._queued = self._queued, []
@@ -52,8 +62,9 @@ class TurnBatch:
         return await answer
 
     def _run_queued(self) -> None:
-        """The next turn has begun: the queue's images, in one call; the next image runs alone."""
+        """The next turn has begun: the queue's images, in one call."""
         queued, self._queued = self._queued, None
+        self._busy = self._images > 1
         if queued:
             self._answer(queued)
 
