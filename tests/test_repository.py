@@ -215,6 +215,12 @@ def test_a_model_loaded_before_the_freeze_is_freed_when_unloaded(store: FileStor
     gc.collect()
     gc.freeze()
     try:
+        # What serving makes after the freeze (the core's batching of a turn) must not tie the
+        # frozen model to itself either.
+        core = served.core("digits")
+        asyncio.run(core.classify_files([THREE]))
+        assert core._turn_batch is not None
+        del core
         served.unload("digits")
         gc.collect()
         assert classifier() is None

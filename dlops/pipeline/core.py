@@ -167,7 +167,8 @@ class Core:
             turn_batch = self._batch_of_the_turn() if len(files) == 1 else None
             if turn_batch is None or prepared.succeeded != [0]:
                 return self._classify_prepared(prepared, NEVER)
-            return Outcome(await turn_batch.classify(prepared.examples.batch()), [0])
+            row = await turn_batch.classify(prepared.examples.batch(), self._probabilities_of)
+            return Outcome(row, [0])
         return await self.worker.off_loop(
             lambda abandoned: self._classify_files(files, None, stop_at_first_error, abandoned)
         )
@@ -192,7 +193,7 @@ class Core:
         request keeps its own model call), or when turned off."""
         if self._turn_batch is None and self.limits.adaptive_batching and self.loader.batches_alike:
             most = UNRESERVED_BYTES // max(1, self.batch_bytes_per_image())
-            self._turn_batch = TurnBatch(self._probabilities_of, most)
+            self._turn_batch = TurnBatch(most)
         return self._turn_batch
 
     def _probabilities_of(self, batch: np.ndarray) -> np.ndarray:

@@ -25,16 +25,20 @@ import numpy as np
 MOST_IMAGES = 64
 
 
+Run = Callable[[np.ndarray], np.ndarray]
+
+
 class TurnBatch:
-    """``await classify(example)``: ``run(batch)`` on this example alone, or with the other
+    """``await classify(example, run)``: ``run(batch)`` on this example alone, or with the other
     examples of the same turn of the event loop.
 
-    ``run`` takes a batch of examples [N, ...] and gives their rows [N, K]; ``most_images`` is
-    the largest batch it may be given (at least 1).
+    ``run`` takes a batch of examples [N, ...] and gives their rows [N, K]: the same model's for
+    every call. It is passed with each image rather than kept, so that nothing here holds its
+    owner (a model's core) once the turn is over; ``most_images`` is the largest batch it may be
+    given (at least 1).
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], most_images: int) -> None:
-        self._run = run
+    def __init__(self, most_images: int) -> None:
         self._most = max(1, min(most_images, MOST_IMAGES))
         # The examples queued in this turn, with their answers to come; None until the first
         # image of the turn comes (it schedules the call that runs the queue).
@@ -43,44 +47,45 @@ class TurnBatch:
         # The last turn that brought images brought several: the next first one queues too.
         self._busy = False
 
-    async def classify(self, example: np.ndarray) -> np.ndarray:
+    async def classify(self, example: np.ndarray, run: Run) -> np.ndarray:
         """``example``: one image as a batch of one, [1, ...] -> its row, [1, K]."""
         loop = asyncio.get_running_loop()
         if self._queued is None:  # the first image of this turn
             self._queued = []
             self._images = 1
-            loop.call_soon(self._run_queued)
+            loop.call_soon(self._run_queued, run)
             if not self._busy:
-                return self._run(example)
+                return run(example)
         else:
             self._images += 1
         answer: asyncio.Future[np.ndarray] = loop.create_future()
         self._queued.append((example, answer))
         if len(self._queued) >= self._most:
             queued, self._queued = self._queued, []
-            self._answer(queued)
+            _answer(queued, run)
         return await answer
 
-    def _run_queued(self) -> None:
+    def _run_queued(self, run: Run) -> None:
         """The next turn has begun: the queue's images, in one call."""
         queued, self._queued = self._queued, None
         self._busy = self._images > 1
         if queued:
-            self._answer(queued)
+            _answer(queued, run)
 
-    def _answer(self, queued: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
-        waiting = [(example, answer) for example, answer in queued if not answer.done()]
-        if not waiting:  # every one was cancelled (its deadline passed)
-            return
-        try:
-            rows = self._run(np.concatenate([example for example, _ in waiting]))
-        except BaseException as error:  # every waiter gets it: none is left hanging
-            for _, answer in waiting:
-                if not answer.done():
-                    answer.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        for index, (_, answer) in enumerate(waiting):
+
+def _answer(queued: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], run: Run) -> None:
+    waiting = [(example, answer) for example, answer in queued if not answer.done()]
+    if not waiting:  # every one was cancelled (its deadline passed)
+        return
+    try:
+        rows = run(np.concatenate([example for example, _ in waiting]))
+    except BaseException as error:  # every waiter gets it: none is left hanging
+        for _, answer in waiting:
             if not answer.done():
-                answer.set_result(rows[index : index + 1])
+                answer.set_exception(error)
+        if not isinstance(error, Exception):
+            raise
+        return
+    for index, (_, answer) in enumerate(waiting):
+        if not answer.done():
+            answer.set_result(rows[index : index + 1])
