@@ -31,7 +31,17 @@ from bench.floors import SpecModel
 from bench.machine import machine_at_end, machine_info
 from bench.orientation import GAIN_TARGET, PROBA_TOLERANCE, document_page
 from bench.providers import store_entry
-from bench.study import RESULTS, command_line, fmt, log, run_header, run_study, write_results
+from bench.study import (
+    RESULTS,
+    command_line,
+    fmt,
+    listed_counts,
+    listed_names,
+    log,
+    run_header,
+    run_study,
+    write_results,
+)
 from dlops import config
 from dlops.model.spec import ModelSpec, load_spec
 from dlops.pipeline.inference import Classifier
@@ -133,29 +143,13 @@ def report(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(item.strip().lower() for item in text.split(",") if item.strip())
-    unknown = [name for name in names if name not in config.PROVIDER_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"give some of {', '.join(config.PROVIDER_NAMES)}")
-    return names
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(item) for item in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("whole numbers, e.g. 1,8,64") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("batch sizes of at least 1, e.g. 1,8,64")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--providers", type=_names, default=PROVIDERS)
-    parser.add_argument("--batches", type=_sizes, default=BATCHES)
+    parser.add_argument("--providers", type=listed_names(config.PROVIDER_NAMES), default=PROVIDERS)
+    parser.add_argument(
+        "--batches", type=listed_counts("batch sizes such as 1,8,64"), default=BATCHES
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="of calls per batch size")
     parser.add_argument("--entry", type=Path, help="a model store entry (default: orientation)")
     parser.add_argument("--output", type=Path, default=RESULTS)

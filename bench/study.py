@@ -9,7 +9,7 @@ import json
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,38 @@ def quick_or_full(args: argparse.Namespace, defaults: Mapping[str, tuple[int, in
         given = getattr(args, name, None)
         chosen[name] = given if given is not None else full_quick[args.quick]
     return chosen
+
+
+def listed_names(allowed: Iterable[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of some of ``allowed``, in the order given."""
+    allowed = tuple(allowed)
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(name.strip() for name in text.split(",") if name.strip())
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a comma-separated list of {', '.join(allowed)}"
+            )
+        return names
+
+    return parse
+
+
+def listed_counts(expected: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated whole numbers of at least 1; ``expected`` says what,
+    with an example, in the error."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            counts = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return counts
+
+    return parse
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -46,7 +46,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,8 @@ from bench.study import (
     RESULTS,
     command_line,
     fmt,
+    listed_counts,
+    listed_names,
     log,
     quick_or_full,
     run_header,
@@ -717,29 +719,7 @@ def peer_versions(venvs: Iterable[str]) -> dict[str, dict[str, str]]:
 # --- the command ------------------------------------------------------------------------------
 
 
-def _names(allowed: Iterable[str]) -> Callable[[str], tuple[str, ...]]:
-    allowed = tuple(allowed)
-
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(name.strip() for name in text.split(",") if name.strip())
-        unknown = [name for name in names if name not in allowed]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: expected a comma-separated list of {', '.join(allowed)}"
-            )
-        return names
-
-    return parse
-
-
-def _workers(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected worker counts such as 1,2")
-    return counts
+WORKER_COUNTS = listed_counts("worker counts such as 1,2")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -752,16 +732,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per route")
     parser.add_argument(
         "--peers",
-        type=_names(FAMILIES),
+        type=listed_names(FAMILIES),
         default=FAMILIES,
         help=f"which subjects (default: all): {','.join(FAMILIES)}",
     )
     parser.add_argument(
-        "--models", type=_names(("digit", "orientation")), default=("digit", "orientation")
+        "--models", type=listed_names(("digit", "orientation")), default=("digit", "orientation")
     )
-    parser.add_argument("--workers", type=_workers, default=WORKERS)
+    parser.add_argument("--workers", type=WORKER_COUNTS, default=WORKERS)
     parser.add_argument(
-        "--concurrency", type=_workers, default=CONCURRENCIES, help="clients, e.g. 1,16,64"
+        "--concurrency", type=WORKER_COUNTS, default=CONCURRENCIES, help="clients, e.g. 1,16,64"
     )
     parser.add_argument("--no-pin", action="store_true", help="run every process on every core")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where peers.{json,md,png} go")
