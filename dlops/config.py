@@ -13,18 +13,22 @@ MODEL_FILE_NAME = "model.onnx"  # the ONNX file's name inside the BentoML model 
 DEFAULT_MODEL_NAME = "binary_classifier_3"
 
 
+ON_WORDS = ("1", "true", "yes", "on")
+OFF_WORDS = ("0", "false", "no", "off")
+
+
 def _switched_on(name: str) -> bool:
     """An off-by-default switch: 1, true, yes or on turn it on."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get(name, "").strip().lower() in ON_WORDS
 
 
 def _switched_off(name: str) -> bool:
     """An on-by-default switch: 0, false, no or off turn it off; 1, true, yes or on (or unset)
     leave it on; anything else stops the start."""
     raw = os.environ.get(name, "").strip().lower()
-    if raw in ("0", "false", "no", "off"):
+    if raw in OFF_WORDS:
         return True
-    if raw in ("", "1", "true", "yes", "on"):
+    if not raw or raw in ON_WORDS:
         return False
     raise SystemExit(f"{name}={raw!r} is neither on nor off; unset it, or give 0 to turn it off")
 

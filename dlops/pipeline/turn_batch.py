@@ -6,9 +6,8 @@ and one model call at the start of the next turn answers them all. There is no t
 image waits only for the images queued with it. When the last turn that brought images brought
 one at most (the server is not under load), the first image of a turn is answered at once, as
 it would be alone, and only the others of its turn queue: an image that arrives alone never
-waits (but the first after a burst, once). Serving
-the digit model at 16 and 64 clients, this is what brings dlops' throughput level with the lean
-floor's (docs/performance.md).
+waits (but the first after a burst, once). Serving the digit model at 16 and 64 clients, this is
+what brings dlops' throughput level with the lean floor's (docs/performance.md).
 
 Only for work that runs on the event loop (small images, a fast model); the caller makes sure
 that a batch's answers are each image's own, bit for bit (``Warmth.batches_alike``).
