@@ -136,16 +136,19 @@ class Classifier:
         measuring what the model costs on the way (the first call, which initialises, is not
         measured).
 
-        Memory: the growth of this process from a batch of one to a batch of two is what one
-        more image in a batch costs while the model runs (onnxruntime keeps a batch's
-        activations in its arena until told to hand them back, as the last call here does). A
-        graph that takes one image per call runs a batch image by image: nothing grows.
+        Memory: half the growth of this process while a batch of two runs is what each image of
+        a batch costs while the model runs. onnxruntime keeps a batch's activations in its arena
+        until told to hand them back, so a call of one image hands its own back first: what the
+        arena held would be reused unseen, and how much depends on how its regions fell (another
+        machine's kernels, another history). A graph that takes one image per call runs a batch
+        image by image: nothing grows.
 
         A fast model is also asked whether its answers for a batch are each image's alone, bit
         for bit (``batches_alike``): then images that arrive together may share a model call.
         """
         one, two = self.example(1), self.example(2)
-        self.run(one)
+        self.run(one)  # onnxruntime's lazy initialisation, which keeps what it allocates
+        self.run(one, hand_back=True)
         # Memory freed before (a model unloaded, large requests) would be reused unseen and hide
         # the growth: handed back to the system first, the growth is this batch's own.
         allocator = Allocator()
@@ -166,7 +169,7 @@ class Classifier:
             allocator.trim()
         alike = fastest <= WARM_UP_ENOUGH_SECONDS and self.batches_alike()
         return Warmth(
-            seconds_per_image=fastest, activation_bytes_per_image=grown, batches_alike=alike
+            seconds_per_image=fastest, activation_bytes_per_image=grown // 2, batches_alike=alike
         )
 
     def batches_alike(self) -> bool:
