@@ -148,6 +148,25 @@ def test_small_images_that_arrive_together_share_a_model_call_with_the_same_answ
     assert metrics.model_calls == [1, len(files) - 1]
 
 
+def test_tensors_of_one_example_that_arrive_together_share_a_model_call() -> None:
+    """/v2 clients that send the input tensor itself, one example each, as under load."""
+    core, metrics = make_core(DIGITS_10_MODEL)
+    examples = [core.prepare(digit.read_bytes())[None] for digit in DIGITS]
+    alone = [asyncio.run(core.classify_tensor(example)) for example in examples]
+    metrics.model_calls.clear()
+
+    async def all_at_once() -> list[np.ndarray]:
+        return await asyncio.gather(*(core.classify_tensor(example) for example in examples))
+
+    together = asyncio.run(all_at_once())
+    assert metrics.model_calls == [1, len(examples) - 1]
+    for one, shared in zip(alone, together, strict=True):
+        assert shared.shape == (1, 10) and np.array_equal(one, shared)
+    assert [core.answer(row[0])["label"] for row in together] == [
+        digit.stem[-1] for digit in DIGITS
+    ]
+
+
 def test_adaptive_batching_is_off_when_asked_or_when_a_batch_would_change_answers() -> None:
     files = [digit.read_bytes() for digit in DIGITS[:5]]
     turned_off, off_metrics = make_core(MODEL, CoreLimits(adaptive_batching=False))

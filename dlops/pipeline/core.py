@@ -174,7 +174,8 @@ class Core:
         )
 
     async def classify_tensor(self, batch: np.ndarray) -> np.ndarray:
-        """A batch already in the input's dtype and shape, fed as it is -> probabilities."""
+        """A batch already in the input's dtype and shape, fed as it is -> probabilities; one
+        example meets the others of its turn, as a small image does."""
         await self._model_ready()
         items = list(range(len(batch)))
         inline = (
@@ -183,6 +184,9 @@ class Core:
             and self._activation_bytes(len(batch)) <= UNRESERVED_BYTES
         )
         if inline:
+            turn_batch = self._batch_of_the_turn() if len(batch) == 1 else None
+            if turn_batch is not None:
+                return await turn_batch.classify(batch, self._probabilities_of)
             return self._infer(batch, items).probabilities
         outcome = await self.worker.off_loop(lambda abandoned: self._infer(batch, items, abandoned))
         return outcome.probabilities
