@@ -14,13 +14,13 @@ from dlops.config import MODEL_WAIT_SECONDS
 from tests.conftest import FIXTURES, Server, run_import
 
 SIDE = 3000  # a 3000x3000 float matrix; each product below costs ~54 GFLOP
-PRODUCTS = 6
+PRODUCTS = 3
 # Its 3000x3000 intermediates stay in onnxruntime's arena: ~160 MiB, counted in the worker's
 # memory budget, which must have room for them.
 SLOW_MODEL_ENV = {"DLOPS_MODEL_NAME": "slow", "DLOPS_MAX_WORKER_MEMORY": "1024"}
 
 
-def save_slow_model(path: Path) -> None:
+def save_slow_model(path: Path, side: int = SIDE, products: int = PRODUCTS) -> None:
     """A model with the served signature whose every inference (the warm-up too) takes seconds.
 
     The matrix depends on the input, so onnxruntime cannot fold the work away at load time.
@@ -36,12 +36,12 @@ def save_slow_model(path: Path) -> None:
         ),
         helper.make_node("Add", ["ones", "mean"], ["m0"]),
     ]
-    for step in range(PRODUCTS):
+    for step in range(products):
         # Tanh keeps the values finite whatever the input (the importer's trial batch is random).
         nodes.append(helper.make_node("MatMul", [f"m{step}", "m0"], [f"p{step}"]))
         nodes.append(helper.make_node("Tanh", [f"p{step}"], [f"m{step + 1}"]))
     nodes += [
-        helper.make_node("ReduceMean", [f"m{PRODUCTS}"], ["busy"], keepdims=0),
+        helper.make_node("ReduceMean", [f"m{products}"], ["busy"], keepdims=0),
         helper.make_node("ReduceMean", ["pixels"], ["per_image"], axes=[1, 2], keepdims=0),
         helper.make_node("Unsqueeze", ["per_image", "axis"], ["column"]),
         helper.make_node("Mul", ["column", "zero"], ["zeros"]),
@@ -53,7 +53,7 @@ def save_slow_model(path: Path) -> None:
         [helper.make_tensor_value_info("input", TensorProto.UINT8, ["N", 28, 28])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1])],
         initializer=[
-            helper.make_tensor("side", TensorProto.INT64, [2], [SIDE, SIDE]),
+            helper.make_tensor("side", TensorProto.INT64, [2], [side, side]),
             helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
         ],

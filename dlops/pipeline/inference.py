@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 
 from dlops import config
 from dlops.model.spec import ModelSpec
-from dlops.pipeline.memory import Allocator, resident_bytes
+from dlops.pipeline.memory import (
+    Allocator,
+    peak_resident_bytes,
+    reset_peak_resident,
+    resident_bytes,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,9 +34,6 @@ READY_POLL_SECONDS = 0.02
 # The first call initialises onnxruntime's kernels; the next ones show what a call costs.
 WARM_UP_CALLS = 2
 WARM_UP_ENOUGH_SECONDS = 0.05
-# Activations the warm-up's batch left in onnxruntime's arena are handed back from this size.
-HAND_BACK_AFTER_BYTES = 1024 * 1024
-
 
 CPU_ONLY = ("CPUExecutionProvider",)
 
@@ -136,40 +138,52 @@ class Classifier:
         measuring what the model costs on the way (the first call, which initialises, is not
         measured).
 
-        Memory: half the growth of this process while a batch of two runs is what each image of
-        a batch costs while the model runs. onnxruntime keeps a batch's activations in its arena
-        until told to hand them back, so a call of one image hands its own back first: what the
-        arena held would be reused unseen, and how much depends on how its regions fell (another
-        machine's kernels, another history). A graph that takes one image per call runs a batch
-        image by image: nothing grows.
+        Memory: what one more image in a batch costs while the model runs is what this process
+        grows by, at its peak, while a batch of two runs, less what it grows by while a batch of
+        one does: what every call needs whatever its batch is taken away. Each starts from an
+        arena that handed its activations back: room it kept would be reused unseen, by an
+        amount that depends on how its regions fell (another machine's kernels, another
+        history). The batch of one runs last and keeps its activations: what a call of one
+        needs is held from then on, counted with the model. Where the peak cannot be read (no
+        ``/proc/self/clear_refs``), half the growth a batch of two leaves is taken: what every
+        call needs is then counted per image too, more than is needed, never less. A graph that
+        takes one image per call runs a batch image by image: nothing grows.
 
         A fast model is also asked whether its answers for a batch are each image's alone, bit
         for bit (``batches_alike``): then images that arrive together may share a model call.
         """
         one, two = self.example(1), self.example(2)
-        self.run(one)  # onnxruntime's lazy initialisation, which keeps what it allocates
-        self.run(one, hand_back=True)
+        self.run(one, hand_back=True)  # onnxruntime's lazy initialisation
+        allocator = Allocator()
         # Memory freed before (a model unloaded, large requests) would be reused unseen and hide
         # the growth: handed back to the system first, the growth is this batch's own.
-        allocator = Allocator()
         allocator.trim()
         before = resident_bytes()
+        peak_known = reset_peak_resident()
         started = time.perf_counter()
-        self.run(two)
+        self.run(two, hand_back=peak_known)
         fastest = (time.perf_counter() - started) / 2
-        grown = 0 if self.spec.input.max_batch == 1 else max(0, resident_bytes() - before)
+        if peak_known:
+            two_grows = peak_resident_bytes() - before
+            allocator.trim()
+            before = resident_bytes()
+            reset_peak_resident()
+            self.run(one)
+            per_image = two_grows - (peak_resident_bytes() - before)
+        else:
+            per_image = (resident_bytes() - before) // 2
+            self.run(one, hand_back=True)
+            allocator.trim()
+        per_image = 0 if self.spec.input.max_batch == 1 else max(0, per_image)
         for _ in range(WARM_UP_CALLS):
             if fastest > WARM_UP_ENOUGH_SECONDS:  # a slow model: no need to time it again
                 break
             started = time.perf_counter()
             self.run(one)
             fastest = min(fastest, time.perf_counter() - started)
-        if grown >= HAND_BACK_AFTER_BYTES:
-            self.run(one, hand_back=True)
-            allocator.trim()
         alike = fastest <= WARM_UP_ENOUGH_SECONDS and self.batches_alike()
         return Warmth(
-            seconds_per_image=fastest, activation_bytes_per_image=grown // 2, batches_alike=alike
+            seconds_per_image=fastest, activation_bytes_per_image=per_image, batches_alike=alike
         )
 
     def batches_alike(self) -> bool:

@@ -79,6 +79,28 @@ def resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_resident() -> bool:
+    """Start this process's peak resident set size again from what it holds now (Linux 4.0's
+    ``/proc/self/clear_refs``); False where that cannot be done (then the peak is not known)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident set size since the last reset (0 where it is not known)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class Allocator:
     """glibc's malloc, told to give freed memory back to the system (no-ops elsewhere).
 
