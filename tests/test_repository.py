@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import subprocess
+import sys
 import weakref
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -17,14 +19,13 @@ from PIL import Image
 from dlops.metrics import PredictionMetrics
 from dlops.model.resolve import Overrides, resolve_spec
 from dlops.model.spec import StoredModel
-from dlops.pipeline import inference
 from dlops.pipeline.core import CoreLimits
 from dlops.pipeline.errors import ClientError
 from dlops.pipeline.inference import Classifier
 from dlops.pipeline.memory import MIB
 from dlops.pipeline.repository import Repository, State
 from dlops.pipeline.worker import Worker
-from tests.conftest import DIGITS_10_MODEL, FIXTURES, MODEL, orientation_model_path
+from tests.conftest import DIGITS_10_MODEL, FIXTURES, MODEL, ROOT, orientation_model_path
 from tests.test_startup import save_slow_model
 
 THREE = (FIXTURES / "digits" / "test0300_digit3.png").read_bytes()
@@ -251,22 +252,52 @@ def photo(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+# What a warm-up measures per image: argv = the model, the model whose spec it is served with,
+# 1 or 0 (the peak can be read or not), and the batch run before the warm-up (0: none).
+MEASURE = """
+import sys
+from pathlib import Path
+from dlops.model.resolve import Overrides, resolve_spec
+from dlops.pipeline import inference
+
+model, spec_of, peak_known, earlier = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+if not peak_known:  # as where /proc/self/clear_refs cannot be written
+    inference.reset_peak_resident = lambda: False
+classifier = inference.Classifier(model, resolve_spec(Path(spec_of), Overrides()).spec)
+if int(earlier):
+    classifier.run(classifier.example(1))  # the first call keeps what it allocates where it fell
+    classifier.run(classifier.example(int(earlier)))
+print(classifier.warm_up().activation_bytes_per_image)
+"""
+
+
+def measured_per_image(
+    model: Path, spec_of: Path, peak_known: bool = True, earlier_batch: int = 0
+) -> int:
+    """In a process of its own: in this one, threads that other tests left winding down move
+    the memory the warm-up reads."""
+    argv = [str(model), str(spec_of), "1" if peak_known else "0", str(earlier_batch)]
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return int(result.stdout)
+
+
 @pytest.mark.parametrize("peak_known", [True, False], ids=["peak read", "no clear_refs"])
 def test_what_an_image_adds_while_it_runs_is_measured_whatever_the_arena_held(
-    peak_known: bool, monkeypatch: pytest.MonkeyPatch
+    peak_known: bool,
 ) -> None:
     """A session whose arena already has room for a larger batch measures what a new one does:
     the room an earlier batch left is handed back before the measure, not reused unseen (how
     much of it a batch of two would reuse depends on how the arena's regions fell)."""
-    if not peak_known:  # as where /proc/self/clear_refs cannot be written
-        monkeypatch.setattr(inference, "reset_peak_resident", lambda: False)
     path = orientation_model_path()
-    spec = resolve_spec(path, Overrides()).spec
-    fresh = Classifier(path, spec).warm_up().activation_bytes_per_image
-    used = Classifier(path, spec)
-    used.run(used.example(1))  # onnxruntime's first call keeps what it allocates where it fell
-    used.run(used.example(4))
-    after_a_batch = used.warm_up().activation_bytes_per_image
+    fresh = measured_per_image(path, path, peak_known)
+    after_a_batch = measured_per_image(path, path, peak_known, earlier_batch=4)
     # Room reused unseen would show as less (nothing at all on this machine, before the fix);
     # what the regions of the arena hold varies by machine, so no more than that is asked.
     assert fresh > 0 and after_a_batch >= 0.75 * fresh
@@ -280,9 +311,8 @@ def test_what_every_call_needs_whatever_its_batch_is_not_counted_per_image(
     megabytes."""
     path = tmp_path / "fixed.onnx"
     save_slow_model(path, side=1500, products=1)
-    spec = resolve_spec(MODEL, Overrides()).spec  # the same input and output as the digit model
-    warmth = Classifier(path, spec).warm_up()
-    assert warmth.activation_bytes_per_image < MIB
+    # Served with the digit model's spec: the same input and output.
+    assert measured_per_image(path, MODEL) < MIB
 
 
 def test_a_batch_whose_activations_do_not_fit_runs_in_parts_with_the_same_answers() -> None:
