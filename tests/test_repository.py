@@ -274,8 +274,8 @@ print(classifier.warm_up().activation_bytes_per_image)
 def measured_per_image(
     model: Path, spec_of: Path, peak_known: bool = True, earlier_batch: int = 0
 ) -> int:
-    """In a process of its own: in this one, threads that other tests left winding down move
-    the memory the warm-up reads."""
+    """In a process of its own: in the suite's, what other tests left behind (threads, the
+    allocator's history) moved the memory the warm-up reads, by megabytes."""
     argv = [str(model), str(spec_of), "1" if peak_known else "0", str(earlier_batch)]
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, *argv],
