@@ -145,9 +145,10 @@ class Classifier:
         amount that depends on how its regions fell (another machine's kernels, another
         history). The batch of one runs last and keeps its activations: what a call of one
         needs is held from then on, counted with the model. Where the peak cannot be read (no
-        ``/proc/self/clear_refs``), half the growth a batch of two leaves is taken: what every
-        call needs is then counted per image too, more than is needed, never less. A graph that
-        takes one image per call runs a batch image by image: nothing grows.
+        ``/proc/self/clear_refs``), half the growth a batch of two leaves is taken, and the
+        batch of two's activations are held: what every call needs is then counted with the
+        model and per image too, more than is needed, never less. A graph that takes one image
+        per call runs a batch image by image: nothing grows.
 
         A fast model is also asked whether its answers for a batch are each image's alone, bit
         for bit (``batches_alike``): then images that arrive together may share a model call.
@@ -172,8 +173,6 @@ class Classifier:
             per_image = two_grows - (peak_resident_bytes() - before)
         else:
             per_image = (resident_bytes() - before) // 2
-            self.run(one, hand_back=True)
-            allocator.trim()
         per_image = 0 if self.spec.input.max_batch == 1 else max(0, per_image)
         for _ in range(WARM_UP_CALLS):
             if fastest > WARM_UP_ENOUGH_SECONDS:  # a slow model: no need to time it again
