@@ -37,6 +37,7 @@ from dlops.pipeline.decode import (
     open_image,
     reduced_size,
 )
+from dlops.pipeline.memory import reset_peak_resident
 from dlops.pipeline.phone_formats import coded_layout
 from tests.conftest import FIXTURES, ROOT
 
@@ -419,21 +420,18 @@ def test_damaged_bytes_give_a_picture_or_an_image_error(image_format: str) -> No
 # next and every large buffer shows in the peak.
 MEASURE = textwrap.dedent(
     """
-    import re, sys
+    import sys
     from pathlib import Path
     from dlops.pipeline.decode import decode_cost, load_reduced, open_image
-
-    def status(key):
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) * 1024
+    from dlops.pipeline.memory import peak_resident_bytes, reset_peak_resident, resident_bytes
 
     image = open_image(Path(sys.argv[1]).read_bytes())
     reduction = int(sys.argv[2])
     cost = decode_cost(image, reduction)
-    Path("/proc/self/clear_refs").write_text("5")
-    before = status("VmRSS")
+    assert reset_peak_resident()
+    before = resident_bytes()
     decoded = load_reduced(image, reduction)
-    print(status("VmHWM") - before, cost)
+    print(peak_resident_bytes() - before, cost)
     """
 )
 
@@ -450,14 +448,6 @@ def measured_peak(path: Path, reduction: int) -> tuple[int, int]:
     )
     peak, cost = map(int, result.stdout.split())
     return peak, cost
-
-
-def can_reset_peak_memory() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 LARGE = (1600, 1200)
@@ -495,7 +485,7 @@ MEMORY_CASES: dict[str, tuple[Callable[[], bytes], int]] = {
 }
 
 
-@pytest.mark.skipif(not can_reset_peak_memory(), reason="needs Linux's /proc/self/clear_refs")
+@pytest.mark.skipif(not reset_peak_resident(), reason="needs Linux's /proc/self/clear_refs")
 @pytest.mark.parametrize("name", MEMORY_CASES)
 def test_decode_cost_is_an_upper_bound_of_the_memory_measured(name: str, tmp_path: Path) -> None:
     make, reduction = MEMORY_CASES[name]
